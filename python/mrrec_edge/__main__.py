@@ -1,0 +1,3 @@
+from mrrec_edge.cli import main
+
+main()

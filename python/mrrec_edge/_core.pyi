@@ -1,0 +1,156 @@
+"""Type stubs for the Rust extension ``mrrec_edge._core`` (hand-written; keep in step with
+``rust/src/python.rs``)."""
+
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+Tier = Literal["behavior", "pattern", "profile", "global"]
+SearchMode = Literal["hybrid", "dense", "lexical"]
+EmbeddingTarget = Literal["item", "memory"]
+
+class ImportReport(TypedDict):
+    kind: str
+    files: list[str]
+    rows: int
+    items_added: int
+    items_matched: int
+    users_added: int
+    records_added: int
+    records_skipped: int
+    memory_added: int
+    keywords_matched: int
+
+class IndexReport(TypedDict):
+    memory_vectors: int
+    catalog_vectors: int
+    memory_rebuilt: bool
+    catalog_rebuilt: bool
+
+class MemoryEntry:
+    id: int
+    tier: Tier
+    user: str | None
+    categories: list[str]
+    text: str
+    source_ids: list[int]
+    item: str | None
+    created_at: int
+    updated_at: int
+    def to_dict(self) -> dict[str, Any]: ...
+
+class MemoryHit:
+    entry: MemoryEntry
+    score: float
+    dense_score: float | None
+    lexical_score: float | None
+    def to_dict(self) -> dict[str, Any]: ...
+
+class ItemHit:
+    item_id: int
+    ext_id: str
+    title: str
+    year: int | None
+    categories: list[str]
+    score: float
+    def to_dict(self) -> dict[str, Any]: ...
+
+class Item:
+    item_id: int
+    ext_id: str
+    title: str
+    year: int | None
+    categories: list[str]
+    keywords: list[str]
+    description: str | None
+    text: str
+
+class MemoryStore:
+    """The memory database in ``home`` (SQLite + FTS5 + usearch indexes beside it)."""
+
+    def __init__(
+        self,
+        home: str | PathLike[str],
+        *,
+        dimensions: int = 384,
+        exact_threshold: int = 4096,
+        expansion_search: int = 96,
+        busy_timeout_ms: int = 5000,
+    ) -> None: ...
+    @property
+    def home(self) -> Path: ...
+    @property
+    def db_path(self) -> Path: ...
+    def dimensions(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    def users(self) -> list[str]: ...
+    def import_file(
+        self,
+        kind: str,
+        path: str | PathLike[str],
+        *,
+        user: str | None = None,
+        keywords: str | PathLike[str] | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> ImportReport: ...
+    def pending_embeddings(self, limit: int) -> list[tuple[EmbeddingTarget, int, str]]: ...
+    def set_embeddings(
+        self, target: EmbeddingTarget, ids: Sequence[int], vectors: npt.ArrayLike
+    ) -> int: ...
+    def search_memory(
+        self,
+        *,
+        vector: npt.ArrayLike | None = None,
+        text: str | None = None,
+        k: int = 10,
+        user: str | None = None,
+        tiers: Sequence[Tier] | None = None,
+        categories: Sequence[str] | None = None,
+        exclude: Sequence[int] | None = None,
+        mode: SearchMode = "hybrid",
+    ) -> list[MemoryHit]: ...
+    def ground(
+        self,
+        vector: npt.ArrayLike,
+        *,
+        k: int = 10,
+        user: str | None = None,
+        include_seen: bool = False,
+        categories: Sequence[str] | None = None,
+        exclude: Sequence[int] | None = None,
+    ) -> list[ItemHit]: ...
+    def add_memory(
+        self,
+        tier: Tier,
+        text: str,
+        *,
+        user: str | None = None,
+        categories: Sequence[str] | None = None,
+        source_ids: Sequence[int] | None = None,
+        vector: npt.ArrayLike | None = None,
+    ) -> int: ...
+    def get_memory(self, id: int) -> MemoryEntry: ...
+    def forget_memory(self, ids: Sequence[int]) -> int: ...
+    def list_memory(
+        self, *, user: str | None = None, tiers: Sequence[Tier] | None = None, limit: int = 100
+    ) -> list[MemoryEntry]: ...
+    def item(self, alias: str) -> Item: ...
+    def items_by_id(self, ids: Sequence[int]) -> list[Item]: ...
+    def consumed_item_ids(self, user: str) -> list[int]: ...
+    def open_indexes(self) -> IndexReport: ...
+    def rebuild_indexes(self) -> IndexReport: ...
+    def flush(self) -> None: ...
+    def check_integrity(self) -> list[str]: ...
+    def __enter__(self) -> MemoryStore: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+def ranking_metrics(
+    rankings: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], ks: Sequence[int]
+) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]: ...
+def import_kinds() -> list[str]: ...

@@ -1,0 +1,77 @@
+"""``mrrec memory search`` and ``mrrec index rebuild``."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from mrrec_edge.cli._ui import emit_json, out_console, progress_bar
+from mrrec_edge.config import Settings
+from mrrec_edge.workspace import Workspace
+
+TIERS = ("behavior", "pattern", "profile", "global")
+
+
+@click.group("memory")
+def memory_group() -> None:
+    """Inspect what the assistant remembers."""
+
+
+@memory_group.command("search")
+@click.argument("text")
+@click.option("--user", help="Only this user's memory (global memory always matches).")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Repeatable.")
+@click.option("--category", "categories", multiple=True, help="Repeatable, e.g. Comedy.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid", show_default=True
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def search_command(
+    settings: Settings,
+    text: str,
+    user: str | None,
+    tiers: tuple[str, ...],
+    categories: tuple[str, ...],
+    k: int,
+    mode: str,
+    as_json: bool,
+) -> None:
+    """Hybrid (dense + lexical) search of memory for TEXT."""
+    ws = Workspace(settings)
+    hits = ws.search_memory(text, user=user, k=k, tiers=tiers, categories=categories, mode=mode)
+    if as_json:
+        emit_json([h.to_dict() for h in hits])
+        return
+    table = Table("id", "tier", "score", "text", box=None)
+    for h in hits:
+        table.add_row(str(h.entry.id), h.entry.tier, f"{h.score:.4f}", h.entry.text)
+    out_console.print(table)
+
+
+@click.group("index")
+def index_group() -> None:
+    """The search indexes (always rebuildable from the database)."""
+
+
+@index_group.command("rebuild")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def rebuild_command(settings: Settings, as_json: bool) -> None:
+    """Embed whatever is pending, then rebuild the dense indexes from the database."""
+    from mrrec_edge.cli.data import embed_with_progress
+
+    with Workspace(settings) as ws:
+        embedded = embed_with_progress(ws)
+        with progress_bar(counts=False) as bar:
+            bar.add_task("rebuilding dense indexes", total=None)
+            report = ws.store.rebuild_indexes()
+    report["embedded"] = embedded
+    if as_json:
+        emit_json(report)
+    else:
+        out_console.print(
+            f"indexed {report['catalog_vectors']} catalog and {report['memory_vectors']} memory "
+            f"vectors (embedded {embedded} texts)"
+        )

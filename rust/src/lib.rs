@@ -1,0 +1,21 @@
+//! mrrec-edge core: the memory store (SQLite + FTS5 + usearch), hybrid retrieval, catalog
+//! grounding, importers and ranking metrics. Free of Python types so `cargo test` covers it;
+//! the bindings live in `python.rs` behind the `python` feature.
+
+pub mod dense;
+pub mod error;
+pub mod import;
+pub mod metrics;
+pub mod model;
+pub mod schema;
+pub mod store;
+pub mod text;
+pub mod vector;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Location, Result};
+pub use import::{ImportKind, ImportOptions, ImportReport};
+pub use model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
+pub use store::{MemoryStore, StoreOptions};

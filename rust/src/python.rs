@@ -1,0 +1,553 @@
+//! The Python bindings (`mrrec_edge._core`): a thin layer over the core. Inputs are copied out of
+//! Python objects, then the GIL is released around every call that touches SQLite or an index.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use numpy::{AllowTypeChange, PyArray1, PyArrayLike1, PyArrayLike2};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::error::Error;
+use crate::import::{ImportKind, ImportOptions, ImportReport};
+use crate::metrics;
+use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
+use crate::store::{EmbeddingTarget, IndexReport, MemoryStore, StoreOptions};
+
+/// Raises the `mrrec_edge.errors` class that matches a core error.
+fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let errors = py.import("mrrec_edge.errors")?;
+        let message = err.to_string();
+        let kwargs = PyDict::new(py);
+        let class = match &err {
+            Error::Input { location, .. } => {
+                kwargs.set_item("path", location.file.display().to_string())?;
+                kwargs.set_item("line", location.line)?;
+                kwargs.set_item("field", location.field.clone())?;
+                "InputError"
+            }
+            Error::Io { path, .. } => {
+                kwargs.set_item("path", path.display().to_string())?;
+                "InputError"
+            }
+            Error::InvalidArgument(_) => "InputError",
+            Error::NotFound(_) => "NotFoundError",
+            Error::Locked(_) => "StoreLockedError",
+            Error::Sqlite(_) | Error::Schema { .. } => "StoreError",
+            Error::DenseIndex(_) => "DenseIndexError",
+            Error::Callback(_) | Error::Cancelled => "MrrecError",
+        };
+        let instance = errors.getattr(class)?.call((message,), Some(&kwargs))?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+trait IntoPy<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPy<T> for crate::error::Result<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py_err(py, e))
+    }
+}
+
+fn parse_tiers(tiers: Option<Vec<String>>) -> crate::error::Result<Vec<Tier>> {
+    tiers.unwrap_or_default().iter().map(|t| Tier::parse(t)).collect()
+}
+
+#[pyclass(frozen, get_all, name = "MemoryEntry", module = "mrrec_edge._core")]
+#[derive(Clone)]
+pub struct PyMemoryEntry {
+    id: i64,
+    tier: String,
+    user: Option<String>,
+    categories: Vec<String>,
+    text: String,
+    source_ids: Vec<i64>,
+    item: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<MemoryEntry> for PyMemoryEntry {
+    fn from(e: MemoryEntry) -> Self {
+        PyMemoryEntry {
+            id: e.id,
+            tier: e.tier.name().into(),
+            user: e.user,
+            categories: e.categories,
+            text: e.text,
+            source_ids: e.source_ids,
+            item: e.item,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+#[pymethods]
+impl PyMemoryEntry {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id)?;
+        d.set_item("tier", &self.tier)?;
+        d.set_item("user", &self.user)?;
+        d.set_item("categories", &self.categories)?;
+        d.set_item("text", &self.text)?;
+        d.set_item("source_ids", &self.source_ids)?;
+        d.set_item("item", &self.item)?;
+        d.set_item("created_at", self.created_at)?;
+        d.set_item("updated_at", self.updated_at)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MemoryEntry(id={}, tier={:?}, user={:?}, text={:?})", self.id, self.tier, self.user, self.text)
+    }
+}
+
+#[pyclass(frozen, get_all, name = "MemoryHit", module = "mrrec_edge._core")]
+pub struct PyMemoryHit {
+    entry: Py<PyMemoryEntry>,
+    score: f64,
+    dense_score: Option<f32>,
+    lexical_score: Option<f64>,
+}
+
+impl PyMemoryHit {
+    fn new(py: Python<'_>, h: MemoryHit) -> PyResult<Self> {
+        Ok(PyMemoryHit {
+            entry: Py::new(py, PyMemoryEntry::from(h.entry))?,
+            score: h.score,
+            dense_score: h.dense_score,
+            lexical_score: h.lexical_score,
+        })
+    }
+}
+
+#[pymethods]
+impl PyMemoryHit {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.entry.get().to_dict(py)?;
+        d.set_item("score", self.score)?;
+        d.set_item("dense_score", self.dense_score)?;
+        d.set_item("lexical_score", self.lexical_score)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MemoryHit(score={:.4}, {})", self.score, self.entry.get().__repr__())
+    }
+}
+
+#[pyclass(frozen, get_all, name = "ItemHit", module = "mrrec_edge._core")]
+pub struct PyItemHit {
+    item_id: i64,
+    ext_id: String,
+    title: String,
+    year: Option<i32>,
+    categories: Vec<String>,
+    score: f32,
+}
+
+impl From<ItemHit> for PyItemHit {
+    fn from(h: ItemHit) -> Self {
+        PyItemHit {
+            item_id: h.item_id,
+            ext_id: h.ext_id,
+            title: h.title,
+            year: h.year,
+            categories: h.categories,
+            score: h.score,
+        }
+    }
+}
+
+#[pymethods]
+impl PyItemHit {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("item_id", self.item_id)?;
+        d.set_item("ext_id", &self.ext_id)?;
+        d.set_item("title", &self.title)?;
+        d.set_item("year", self.year)?;
+        d.set_item("categories", &self.categories)?;
+        d.set_item("score", self.score)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ItemHit({:?}, {:?}, score={:.4})", self.ext_id, self.title, self.score)
+    }
+}
+
+#[pyclass(frozen, get_all, name = "Item", module = "mrrec_edge._core")]
+pub struct PyItem {
+    item_id: i64,
+    ext_id: String,
+    title: String,
+    year: Option<i32>,
+    categories: Vec<String>,
+    keywords: Vec<String>,
+    description: Option<String>,
+    text: String,
+}
+
+impl From<Item> for PyItem {
+    fn from(i: Item) -> Self {
+        PyItem {
+            item_id: i.item_id,
+            ext_id: i.ext_id,
+            title: i.title,
+            year: i.year,
+            categories: i.categories,
+            keywords: i.keywords,
+            description: i.description,
+            text: i.text,
+        }
+    }
+}
+
+#[pymethods]
+impl PyItem {
+    fn __repr__(&self) -> String {
+        format!("Item({:?}, {:?}, year={:?})", self.ext_id, self.title, self.year)
+    }
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &ImportReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("kind", &r.kind)?;
+    d.set_item("files", r.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>())?;
+    d.set_item("rows", r.rows)?;
+    d.set_item("items_added", r.items_added)?;
+    d.set_item("items_matched", r.items_matched)?;
+    d.set_item("users_added", r.users_added)?;
+    d.set_item("records_added", r.records_added)?;
+    d.set_item("records_skipped", r.records_skipped)?;
+    d.set_item("memory_added", r.memory_added)?;
+    d.set_item("keywords_matched", r.keywords_matched)?;
+    Ok(d)
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("users", s.users)?;
+    d.set_item("items", s.items)?;
+    d.set_item("interactions", s.interactions)?;
+    let tiers = PyDict::new(py);
+    for t in Tier::ALL {
+        tiers.set_item(t.name(), s.memory_by_tier[t as usize])?;
+    }
+    d.set_item("memory", tiers)?;
+    let pending = PyDict::new(py);
+    pending.set_item("items", s.pending_item_embeddings)?;
+    pending.set_item("memory", s.pending_memory_embeddings)?;
+    d.set_item("pending_embeddings", pending)?;
+    d.set_item("conversations", s.conversations)?;
+    Ok(d)
+}
+
+fn index_dict<'py>(py: Python<'py>, r: &IndexReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("memory_vectors", r.memory_vectors)?;
+    d.set_item("catalog_vectors", r.catalog_vectors)?;
+    d.set_item("memory_rebuilt", r.memory_rebuilt)?;
+    d.set_item("catalog_rebuilt", r.catalog_rebuilt)?;
+    Ok(d)
+}
+
+fn vector_arg(v: Option<PyArrayLike1<'_, f32, AllowTypeChange>>) -> Option<Vec<f32>> {
+    v.map(|a| a.as_array().iter().copied().collect())
+}
+
+#[pyclass(frozen, name = "MemoryStore", module = "mrrec_edge._core")]
+pub struct PyMemoryStore {
+    inner: MemoryStore,
+}
+
+#[pymethods]
+impl PyMemoryStore {
+    #[new]
+    #[pyo3(signature = (home, *, dimensions = 384, exact_threshold = 4096, expansion_search = 96, busy_timeout_ms = 5000))]
+    fn new(
+        py: Python<'_>,
+        home: PathBuf,
+        dimensions: usize,
+        exact_threshold: usize,
+        expansion_search: usize,
+        busy_timeout_ms: u64,
+    ) -> PyResult<Self> {
+        let mut opts = StoreOptions { dimensions, busy_timeout_ms, ..Default::default() };
+        opts.dense.exact_threshold = exact_threshold;
+        opts.dense.expansion_search = expansion_search;
+        let inner = py.detach(|| MemoryStore::open(&home, opts)).py_err(py)?;
+        Ok(PyMemoryStore { inner })
+    }
+
+    #[getter]
+    fn home(&self) -> PathBuf {
+        self.inner.home().to_path_buf()
+    }
+
+    #[getter]
+    fn db_path(&self) -> PathBuf {
+        self.inner.db_path()
+    }
+
+    fn dimensions(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.inner.dimensions()).py_err(py)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.inner.stats()).py_err(py)?;
+        stats_dict(py, &s)
+    }
+
+    fn users(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.users()).py_err(py)
+    }
+
+    /// Imports a file or export folder in one transaction. `progress(done, total)` is called
+    /// now and then; an exception it raises (KeyboardInterrupt included) rolls the import back.
+    #[pyo3(signature = (kind, path, *, user = None, keywords = None, progress = None))]
+    fn import_file<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        path: PathBuf,
+        user: Option<String>,
+        keywords: Option<PathBuf>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let kind = ImportKind::parse(kind).py_err(py)?;
+        let opts = ImportOptions { user, keywords };
+        let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+        let result = py.detach(|| {
+            let mut callback = |done: u64, total: u64| -> crate::error::Result<()> {
+                Python::attach(|py| {
+                    let outcome = py.check_signals().and_then(|_| match &progress {
+                        Some(cb) => cb.call1(py, (done, total)).map(|_| ()),
+                        None => Ok(()),
+                    });
+                    outcome.map_err(|e| {
+                        *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        Error::Cancelled
+                    })
+                })
+            };
+            self.inner.import(kind, &path, &opts, &mut callback)
+        });
+        if let Some(e) = raised.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        let report = result.py_err(py)?;
+        report_dict(py, &report)
+    }
+
+    /// Up to `limit` texts waiting for a vector, as (target, id, text); target is "item" or "memory".
+    fn pending_embeddings(&self, py: Python<'_>, limit: usize) -> PyResult<Vec<(String, i64, String)>> {
+        let rows = py.detach(|| self.inner.pending_embeddings(limit)).py_err(py)?;
+        Ok(rows.into_iter().map(|(t, id, text)| (t.name().to_string(), id, text)).collect())
+    }
+
+    fn set_embeddings(
+        &self,
+        py: Python<'_>,
+        target: &str,
+        ids: Vec<i64>,
+        vectors: PyArrayLike2<'_, f32, AllowTypeChange>,
+    ) -> PyResult<usize> {
+        let target = EmbeddingTarget::parse(target).py_err(py)?;
+        let rows: Vec<Vec<f32>> = vectors.as_array().rows().into_iter().map(|r| r.to_vec()).collect();
+        py.detach(|| self.inner.set_embeddings(target, &ids, &rows)).py_err(py)
+    }
+
+    #[pyo3(signature = (*, vector = None, text = None, k = 10, user = None, tiers = None, categories = None, exclude = None, mode = "hybrid"))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_memory(
+        &self,
+        py: Python<'_>,
+        vector: Option<PyArrayLike1<'_, f32, AllowTypeChange>>,
+        text: Option<String>,
+        k: usize,
+        user: Option<String>,
+        tiers: Option<Vec<String>>,
+        categories: Option<Vec<String>>,
+        exclude: Option<Vec<i64>>,
+        mode: &str,
+    ) -> PyResult<Vec<PyMemoryHit>> {
+        let mode = SearchMode::parse(mode).py_err(py)?;
+        let filter = MemoryFilter {
+            user,
+            tiers: parse_tiers(tiers).py_err(py)?,
+            categories: categories.unwrap_or_default(),
+            exclude: exclude.unwrap_or_default(),
+        };
+        let vector = vector_arg(vector);
+        let hits =
+            py.detach(|| self.inner.search_memory(vector.as_deref(), text.as_deref(), k, &filter, mode)).py_err(py)?;
+        hits.into_iter().map(|h| PyMemoryHit::new(py, h)).collect()
+    }
+
+    #[pyo3(signature = (vector, *, k = 10, user = None, include_seen = false, categories = None, exclude = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn ground(
+        &self,
+        py: Python<'_>,
+        vector: PyArrayLike1<'_, f32, AllowTypeChange>,
+        k: usize,
+        user: Option<String>,
+        include_seen: bool,
+        categories: Option<Vec<String>>,
+        exclude: Option<Vec<i64>>,
+    ) -> PyResult<Vec<PyItemHit>> {
+        let vector: Vec<f32> = vector.as_array().iter().copied().collect();
+        let categories = categories.unwrap_or_default();
+        let exclude = exclude.unwrap_or_default();
+        let hits = py
+            .detach(|| self.inner.ground(&vector, k, user.as_deref(), include_seen, &categories, &exclude))
+            .py_err(py)?;
+        Ok(hits.into_iter().map(PyItemHit::from).collect())
+    }
+
+    #[pyo3(signature = (tier, text, *, user = None, categories = None, source_ids = None, vector = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_memory(
+        &self,
+        py: Python<'_>,
+        tier: &str,
+        text: String,
+        user: Option<String>,
+        categories: Option<Vec<String>>,
+        source_ids: Option<Vec<i64>>,
+        vector: Option<PyArrayLike1<'_, f32, AllowTypeChange>>,
+    ) -> PyResult<i64> {
+        let entry = NewMemory {
+            tier: Some(Tier::parse(tier).py_err(py)?),
+            user,
+            categories: categories.unwrap_or_default(),
+            text,
+            source_ids: source_ids.unwrap_or_default(),
+            vector: vector_arg(vector),
+        };
+        py.detach(|| self.inner.add_memory(&entry)).py_err(py)
+    }
+
+    fn get_memory(&self, py: Python<'_>, id: i64) -> PyResult<PyMemoryEntry> {
+        py.detach(|| self.inner.get_memory(id)).py_err(py).map(PyMemoryEntry::from)
+    }
+
+    fn forget_memory(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<usize> {
+        py.detach(|| self.inner.forget_memory(&ids)).py_err(py)
+    }
+
+    #[pyo3(signature = (*, user = None, tiers = None, limit = 100))]
+    fn list_memory(
+        &self,
+        py: Python<'_>,
+        user: Option<String>,
+        tiers: Option<Vec<String>>,
+        limit: usize,
+    ) -> PyResult<Vec<PyMemoryEntry>> {
+        let tiers = parse_tiers(tiers).py_err(py)?;
+        let entries = py.detach(|| self.inner.list_memory(user.as_deref(), &tiers, limit)).py_err(py)?;
+        Ok(entries.into_iter().map(PyMemoryEntry::from).collect())
+    }
+
+    fn item(&self, py: Python<'_>, alias: &str) -> PyResult<PyItem> {
+        py.detach(|| self.inner.item(alias)).py_err(py).map(PyItem::from)
+    }
+
+    fn items_by_id(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<Vec<PyItem>> {
+        let items = py.detach(|| self.inner.items_by_id(&ids)).py_err(py)?;
+        Ok(items.into_iter().map(PyItem::from).collect())
+    }
+
+    fn consumed_item_ids(&self, py: Python<'_>, user: &str) -> PyResult<Vec<i64>> {
+        py.detach(|| self.inner.consumed_item_ids(user)).py_err(py)
+    }
+
+    fn open_indexes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.open_indexes()).py_err(py)?;
+        index_dict(py, &r)
+    }
+
+    fn rebuild_indexes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.rebuild_indexes()).py_err(py)?;
+        index_dict(py, &r)
+    }
+
+    /// Saves the dense indexes if they changed (they are always rebuildable from SQLite).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.flush()).py_err(py)
+    }
+
+    fn check_integrity(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.check_integrity()).py_err(py)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(&self, py: Python<'_>, _a: Py<PyAny>, _b: Py<PyAny>, _c: Py<PyAny>) -> PyResult<bool> {
+        self.flush(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("MemoryStore({:?})", self.inner.home())
+    }
+}
+
+/// Per-query Recall@k and NDCG@k: `{"recall@10": array, "ndcg@10": array, ...}`.
+#[pyfunction]
+fn ranking_metrics<'py>(
+    py: Python<'py>,
+    rankings: Vec<Vec<i64>>,
+    relevant: Vec<Vec<i64>>,
+    ks: Vec<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    if rankings.len() != relevant.len() {
+        return Err(PyRuntimeError::new_err(format!(
+            "{} rankings but {} relevance lists",
+            rankings.len(),
+            relevant.len()
+        )));
+    }
+    let (recall, ndcg) = py.detach(|| {
+        (
+            metrics::per_query(&rankings, &relevant, &ks, metrics::recall_at_k),
+            metrics::per_query(&rankings, &relevant, &ks, metrics::ndcg_at_k),
+        )
+    });
+    let out = PyDict::new(py);
+    for (i, k) in ks.iter().enumerate() {
+        out.set_item(format!("recall@{k}"), PyArray1::from_vec(py, recall[i].clone()))?;
+        out.set_item(format!("ndcg@{k}"), PyArray1::from_vec(py, ndcg[i].clone()))?;
+    }
+    Ok(out)
+}
+
+#[pyfunction]
+fn import_kinds<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, ImportKind::ALL.iter().map(|k| k.name()))
+}
+
+#[pymodule(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyMemoryStore>()?;
+    m.add_class::<PyMemoryEntry>()?;
+    m.add_class::<PyMemoryHit>()?;
+    m.add_class::<PyItemHit>()?;
+    m.add_class::<PyItem>()?;
+    m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(import_kinds, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+"""Helpers shared by the tests: where the real data is, and running the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+ML100K = SHARED_DATA / "movielens-100k"
+KEYWORDS_CSV = SHARED_DATA / "movielens-25m-keywords" / "movies_w_keywords.csv"
+
+
+def run_cli(
+    home: Path, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``mrrec`` in a subprocess with ``MRREC_HOME=home``: real exit codes, real output."""
+    env = {**os.environ, "MRREC_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrrec_edge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mrrec {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def cli_json(home: Path, *args: str) -> Any:
+    return json.loads(run_cli(home, *args, "--json").stdout)
