@@ -78,10 +78,10 @@ class MemoryStore:
         self,
         home: str | PathLike[str],
         *,
-        dimensions: int = 384,
-        exact_threshold: int = 4096,
-        expansion_search: int = 96,
-        busy_timeout_ms: int = 5000,
+        dimensions: int | None = None,
+        exact_threshold: int | None = None,
+        expansion_search: int | None = None,
+        busy_timeout_ms: int | None = None,
     ) -> None: ...
     @property
     def home(self) -> Path: ...
@@ -124,6 +124,9 @@ class MemoryStore:
         include_seen: bool = False,
         categories: Sequence[str] | None = None,
         exclude: Sequence[int] | None = None,
+    ) -> list[ItemHit]: ...
+    def search_items(
+        self, text: str, *, k: int = 10, categories: Sequence[str] | None = None
     ) -> list[ItemHit]: ...
     def add_memory(
         self,

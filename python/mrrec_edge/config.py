@@ -12,9 +12,9 @@ dir (platformdirs). Settings come from ``<home>/config.toml``; every key is opti
     batch_size = 64
     threads = 0                  # 0: every CPU this process may use
 
-    [retrieval]
+    [retrieval]                  # omitted: the core's tuned defaults
     exact_threshold = 4096       # filtered searches over fewer entries scan them exactly
-    expansion_search = 96        # HNSW search breadth (recall vs latency)
+    expansion_search = 40        # HNSW search breadth (recall vs latency)
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ class EmbedderSettings:
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    exact_threshold: int = 4096
-    expansion_search: int = 96
+    """Overrides of the core's retrieval defaults; ``None`` keeps the default."""
+
+    exact_threshold: int | None = None
+    expansion_search: int | None = None
 
 
 @dataclass(frozen=True)

@@ -273,18 +273,21 @@ pub struct PyMemoryStore {
 #[pymethods]
 impl PyMemoryStore {
     #[new]
-    #[pyo3(signature = (home, *, dimensions = 384, exact_threshold = 4096, expansion_search = 96, busy_timeout_ms = 5000))]
+    /// Omitted options take the core's defaults (`StoreOptions::default`).
+    #[pyo3(signature = (home, *, dimensions = None, exact_threshold = None, expansion_search = None, busy_timeout_ms = None))]
     fn new(
         py: Python<'_>,
         home: PathBuf,
-        dimensions: usize,
-        exact_threshold: usize,
-        expansion_search: usize,
-        busy_timeout_ms: u64,
+        dimensions: Option<usize>,
+        exact_threshold: Option<usize>,
+        expansion_search: Option<usize>,
+        busy_timeout_ms: Option<u64>,
     ) -> PyResult<Self> {
-        let mut opts = StoreOptions { dimensions, busy_timeout_ms, ..Default::default() };
-        opts.dense.exact_threshold = exact_threshold;
-        opts.dense.expansion_search = expansion_search;
+        let mut opts = StoreOptions::default();
+        opts.dimensions = dimensions.unwrap_or(opts.dimensions);
+        opts.busy_timeout_ms = busy_timeout_ms.unwrap_or(opts.busy_timeout_ms);
+        opts.dense.exact_threshold = exact_threshold.unwrap_or(opts.dense.exact_threshold);
+        opts.dense.expansion_search = expansion_search.unwrap_or(opts.dense.expansion_search);
         let inner = py.detach(|| MemoryStore::open(&home, opts)).py_err(py)?;
         Ok(PyMemoryStore { inner })
     }
@@ -412,6 +415,20 @@ impl PyMemoryStore {
         let hits = py
             .detach(|| self.inner.ground(&vector, k, user.as_deref(), include_seen, &categories, &exclude))
             .py_err(py)?;
+        Ok(hits.into_iter().map(PyItemHit::from).collect())
+    }
+
+    /// Catalog items matching `text` lexically (title, genres, keywords, description).
+    #[pyo3(signature = (text, *, k = 10, categories = None))]
+    fn search_items(
+        &self,
+        py: Python<'_>,
+        text: String,
+        k: usize,
+        categories: Option<Vec<String>>,
+    ) -> PyResult<Vec<PyItemHit>> {
+        let categories = categories.unwrap_or_default();
+        let hits = py.detach(|| self.inner.search_items(&text, k, &categories)).py_err(py)?;
         Ok(hits.into_iter().map(PyItemHit::from).collect())
     }
 

@@ -99,36 +99,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX memory_item ON memory (item_id);
     CREATE INDEX memory_pending ON memory (id) WHERE embedding IS NULL AND vector_from_item = 0;
 
-    -- No stemmer: the in-memory BM25 scan of small candidate sets (store/lexical.rs) tokenizes
-    -- the same way, so both lexical paths agree on what matches.
-    CREATE VIRTUAL TABLE memory_fts USING fts5 (
-        text, scope, content = 'memory', content_rowid = 'id',
-        tokenize = 'unicode61 remove_diacritics 2'
-    );
+    -- The catalog's text index, for finding items by title or description. Memory is searched
+    -- lexically in memory instead (store/lexical.rs): FTS5 needed 10-25 ms per query at 100k
+    -- entries against a sub-millisecond budget. Both tokenize alike (no stemmer).
     CREATE VIRTUAL TABLE items_fts USING fts5 (
         text, scope, content = 'items', content_rowid = 'id',
         tokenize = 'unicode61 remove_diacritics 2'
     );
-
-    -- Inserted rows reach the FTS tables and bump the generations in one statement per write
-    -- (MemoryStore::write): a per-row trigger makes FTS5 flush a segment per row, which made
-    -- bulk imports 3x slower. Deletes and updates are rare and stay on triggers.
-
     -- Rank by the text column only: scope tokens are filters, not evidence.
-    INSERT INTO memory_fts (memory_fts, rank) VALUES ('rank', 'bm25(1.0, 0.0)');
     INSERT INTO items_fts (items_fts, rank) VALUES ('rank', 'bm25(1.0, 0.0)');
 
+    -- Inserted rows reach items_fts and bump the generations in one statement per write
+    -- (MemoryStore::write): a per-row trigger makes FTS5 flush a segment per row, which made
+    -- bulk imports 3x slower. Deletes and updates are rare and stay on triggers. A generation
+    -- tells a process whether its in-memory indexes still match the database.
     CREATE TRIGGER memory_ad AFTER DELETE ON memory BEGIN
-        INSERT INTO memory_fts (memory_fts, rowid, text, scope)
-            VALUES ('delete', old.id, old.text, old.scope);
         UPDATE meta SET value = value + 1 WHERE key = 'memory_generation';
     END;
-    CREATE TRIGGER memory_au AFTER UPDATE OF text, scope ON memory BEGIN
-        INSERT INTO memory_fts (memory_fts, rowid, text, scope)
-            VALUES ('delete', old.id, old.text, old.scope);
-        INSERT INTO memory_fts (rowid, text, scope) VALUES (new.id, new.text, new.scope);
-    END;
-    CREATE TRIGGER memory_vector_au AFTER UPDATE OF embedding, vector_from_item, item_id ON memory
+    CREATE TRIGGER memory_au AFTER UPDATE OF text, scope, embedding, vector_from_item, item_id ON memory
     BEGIN
         UPDATE meta SET value = value + 1 WHERE key = 'memory_generation';
     END;

@@ -56,12 +56,12 @@ pub fn norm_key(title: &str, year: Option<i32>) -> String {
 /// Splits "Heat (1995)" into ("Heat", Some(1995)); titles without a trailing year are unchanged.
 pub fn split_title_year(raw: &str) -> (String, Option<i32>) {
     let t = raw.trim();
-    if t.len() >= 6 && t.is_char_boundary(t.len() - 6) && t.ends_with(')') {
-        let candidate = &t[t.len() - 6..];
-        let digits = &candidate[1..5];
-        if candidate.starts_with('(') && digits.bytes().all(|b| b.is_ascii_digit()) {
-            return (t[..t.len() - 6].trim_end().to_string(), digits.parse().ok());
-        }
+    // Compare bytes: the tail is all ASCII when it matches, so the slices below are on char
+    // boundaries.
+    let b = t.as_bytes();
+    let n = b.len();
+    if n >= 6 && b[n - 6] == b'(' && b[n - 1] == b')' && b[n - 5..n - 1].iter().all(u8::is_ascii_digit) {
+        return (t[..n - 6].trim_end().to_string(), t[n - 5..n - 1].parse().ok());
     }
     (t.to_string(), None)
 }
@@ -266,6 +266,12 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed keeps the suite deterministic; widen `cases` locally to hunt for bugs.
+        #![proptest_config(ProptestConfig {
+            rng_seed: proptest::test_runner::RngSeed::Fixed(20261127),
+            cases: 512,
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn timestamp_parser_never_panics(s in ".{0,40}") {
             let _ = parse_timestamp(&s);

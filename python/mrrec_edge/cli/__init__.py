@@ -64,6 +64,7 @@ cli.add_command(data.import_command)
 cli.add_command(data.data_group)
 cli.add_command(data.stats_command)
 cli.add_command(memory.memory_group)
+cli.add_command(memory.items_group)
 cli.add_command(memory.index_group)
 cli.add_command(bundle.bundle_group)
 

@@ -50,6 +50,31 @@ def search_command(
     out_console.print(table)
 
 
+@click.group("items")
+def items_group() -> None:
+    """The catalog."""
+
+
+@items_group.command("search")
+@click.argument("text")
+@click.option("--category", "categories", multiple=True, help="Repeatable, e.g. Comedy.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def items_search_command(
+    settings: Settings, text: str, categories: tuple[str, ...], k: int, as_json: bool
+) -> None:
+    """Find catalog items by title, genre or keyword."""
+    hits = Workspace(settings).store.search_items(text, k=k, categories=list(categories) or None)
+    if as_json:
+        emit_json([h.to_dict() for h in hits])
+        return
+    table = Table("id", "title", "year", "genres", box=None)
+    for h in hits:
+        table.add_row(h.ext_id, h.title, str(h.year or ""), ", ".join(h.categories))
+    out_console.print(table)
+
+
 @click.group("index")
 def index_group() -> None:
     """The search indexes (always rebuildable from the database)."""

@@ -7,6 +7,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use super::{for_id_chunks, json_list, MemoryStore};
 use crate::error::{Error, Result};
 use crate::model::{Item, ItemHit};
+use crate::text::{category_token, fts_match, query_terms};
 
 const ITEM_COLUMNS: &str = "id, ext_id, title, year, categories, keywords, description, text FROM items";
 
@@ -68,6 +69,48 @@ impl MemoryStore {
         Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
     }
 
+    /// Catalog items whose text matches `text` (FTS5 BM25 over title, genres, keywords and
+    /// description), best first; for finding an item by name.
+    pub fn search_items(&self, text: &str, k: usize, categories: &[String]) -> Result<Vec<ItemHit>> {
+        let conn = self.reader();
+        let category_ids = Self::category_ids(&conn, categories)?;
+        if !categories.is_empty() && category_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scope = vec![category_ids.iter().map(|c| category_token(*c)).collect()];
+        let Some(expr) = fts_match(&query_terms(text, 24), &scope) else { return Ok(Vec::new()) };
+        let mut stmt =
+            conn.prepare_cached("SELECT rowid, rank FROM items_fts WHERE items_fts MATCH ?1 ORDER BY rank LIMIT ?2")?;
+        let ranked: Vec<(i64, f64)> = stmt
+            .query_map(params![expr, k as i64], |r| Ok((r.get(0)?, -r.get::<_, f64>(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        drop(conn);
+        self.item_hits(ranked.into_iter().map(|(id, score)| (id, score as f32)))
+    }
+
+    /// Scored item ids to hits, in the given order.
+    fn item_hits(&self, scored: impl IntoIterator<Item = (i64, f32)>) -> Result<Vec<ItemHit>> {
+        let scored: Vec<(i64, f32)> = scored.into_iter().collect();
+        let ids: Vec<i64> = scored.iter().map(|s| s.0).collect();
+        let mut items: std::collections::HashMap<i64, Item> =
+            self.items_by_id(&ids)?.into_iter().map(|i| (i.item_id, i)).collect();
+        Ok(scored
+            .into_iter()
+            .filter_map(|(id, score)| {
+                let item = items.remove(&id)?;
+                Some(ItemHit {
+                    item_id: item.item_id,
+                    ext_id: item.ext_id,
+                    title: item.title,
+                    year: item.year,
+                    categories: item.categories,
+                    score,
+                })
+            })
+            .collect())
+    }
+
     /// Top-`k` catalog items by cosine similarity to `vector`. With a `user`, items they have
     /// already consumed are left out unless `include_seen`; `exclude` removes more item ids.
     pub fn ground(
@@ -103,22 +146,6 @@ impl MemoryStore {
             };
             ix.catalog.search_filtered(vector, k, candidates, &allow)
         })?;
-        let ids: Vec<i64> = hits.iter().map(|h| h.0 as i64).collect();
-        let mut items: std::collections::HashMap<i64, Item> =
-            self.items_by_id(&ids)?.into_iter().map(|i| (i.item_id, i)).collect();
-        Ok(hits
-            .into_iter()
-            .filter_map(|(key, score)| {
-                let item = items.remove(&(key as i64))?;
-                Some(ItemHit {
-                    item_id: item.item_id,
-                    ext_id: item.ext_id,
-                    title: item.title,
-                    year: item.year,
-                    categories: item.categories,
-                    score,
-                })
-            })
-            .collect())
+        self.item_hits(hits.into_iter().map(|(key, score)| (key as i64, score)))
     }
 }

@@ -57,7 +57,7 @@ impl MemoryMeta {
     /// Adds or replaces an entry; `text` is tokenized into its term counts.
     pub fn insert(&mut self, key: u64, mut meta: EntryMeta, text: &str) {
         self.remove(key);
-        meta.terms = self.lexicon.add(text);
+        meta.terms = self.lexicon.add(key, text);
         if let Some(u) = meta.user {
             self.by_user.entry(u).or_default().push(key);
         }
@@ -72,7 +72,7 @@ impl MemoryMeta {
 
     pub fn remove(&mut self, key: u64) {
         if let Some(old) = self.entries.remove(&key) {
-            self.lexicon.remove(&old.terms);
+            self.lexicon.remove(key, &old.terms);
             if let Some(u) = old.user {
                 if let Some(list) = self.by_user.get_mut(&u) {
                     list.retain(|k| *k != key);

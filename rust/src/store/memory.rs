@@ -6,10 +6,10 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::indexes::MemoryMeta;
 use super::{for_id_chunks, json_list, now, Indexes, MemoryStore};
-use crate::dense::{exact_top_k, top_k};
+use crate::dense::{exact_top_k, top_k, top_k_f64};
 use crate::error::{Error, Result};
 use crate::model::{MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Tier};
-use crate::text::{category_token, fts_match, query_terms, tier_token, user_token};
+use crate::text::{category_token, query_terms, tier_token, user_token};
 use crate::vector::{normalized, to_blob};
 
 /// Reciprocal rank fusion constant (Cormack et al.): dampens the weight of the very top ranks.
@@ -105,6 +105,24 @@ struct ResolvedFilter {
 }
 
 impl ResolvedFilter {
+    /// Drops a tier restriction that names every tier the store holds: it filters nothing, and
+    /// an unfiltered graph walk or FTS query is several times cheaper than a filtered one.
+    fn simplified(&self, meta: &MemoryMeta) -> ResolvedFilter {
+        let present = Tier::ALL.iter().filter(|t| !meta.by_tier[**t as usize].is_empty());
+        let covers_all = present.clone().all(|t| self.tiers.contains(t));
+        ResolvedFilter {
+            user: self.user,
+            tiers: if covers_all { Vec::new() } else { self.tiers.clone() },
+            categories: self.categories.clone(),
+            exclude: self.exclude.clone(),
+            impossible: self.impossible,
+        }
+    }
+
+    fn is_unrestricted(&self) -> bool {
+        self.user.is_none() && self.tiers.is_empty() && self.categories.is_empty() && self.exclude.is_empty()
+    }
+
     fn allows_global(&self) -> bool {
         self.tiers.is_empty() || self.tiers.contains(&Tier::Global)
     }
@@ -135,20 +153,6 @@ impl ResolvedFilter {
             return None;
         }
         (lists.iter().map(|l| l.len()).sum::<usize>() <= max).then(|| lists.concat())
-    }
-
-    fn scope_groups(&self) -> Vec<Vec<String>> {
-        let mut groups = Vec::new();
-        if let Some(u) = self.user {
-            let mut g = vec![user_token(u)];
-            if self.allows_global() {
-                g.push(tier_token(Tier::Global as u8));
-            }
-            groups.push(g);
-        }
-        groups.push(self.tiers.iter().map(|t| tier_token(*t as u8)).collect());
-        groups.push(self.categories.iter().map(|c| category_token(*c)).collect());
-        groups
     }
 }
 
@@ -297,12 +301,13 @@ impl MemoryStore {
         // Each retriever returns a deeper pool than k so fusion has overlap to work with.
         let pool = (k * 4).max(40) + resolved.exclude.len();
         let (dense, lexical) = self.with_indexes(|ix| {
+            let resolved = resolved.simplified(&ix.meta);
             let dense: Vec<(u64, f32)> = match (vector, mode) {
                 (Some(v), SearchMode::Hybrid | SearchMode::Dense) => self.dense_memory(ix, v, pool, &resolved)?,
                 _ => Vec::new(),
             };
             let lexical: Vec<(u64, f64)> = match (text, mode) {
-                (Some(t), SearchMode::Hybrid | SearchMode::Lexical) => self.lexical_memory(ix, t, pool, &resolved)?,
+                (Some(t), SearchMode::Hybrid | SearchMode::Lexical) => self.lexical_memory(ix, t, pool, &resolved),
                 _ => Vec::new(),
             };
             Ok((dense, lexical))
@@ -348,7 +353,8 @@ impl MemoryStore {
         if let Some(c) = f.candidates(&ix.meta, ix.memory.exact_threshold()) {
             return Ok(exact_top_k(vector, c.into_iter().filter(|k| allow(*k)), lookup, pool));
         }
-        let mut hits = ix.memory.search(vector, pool, Some(&allow))?;
+        let filter: Option<&dyn Fn(u64) -> bool> = if f.is_unrestricted() { None } else { Some(&allow) };
+        let mut hits = ix.memory.search(vector, pool, filter)?;
         if ix.meta.by_item.is_empty() {
             top_k(&mut hits, pool);
             return Ok(hits);
@@ -364,43 +370,27 @@ impl MemoryStore {
         Ok(hits)
     }
 
-    fn lexical_memory(&self, ix: &Indexes, text: &str, pool: usize, f: &ResolvedFilter) -> Result<Vec<(u64, f64)>> {
-        let terms = query_terms(text, MAX_QUERY_TERMS);
+    fn lexical_memory(&self, ix: &Indexes, text: &str, pool: usize, f: &ResolvedFilter) -> Vec<(u64, f64)> {
         let lexicon = &ix.meta.lexicon;
-        if let Some(c) = f.candidates(&ix.meta, ix.memory.exact_threshold()) {
-            let query = lexicon.query(&terms);
-            let mut scored: Vec<(u64, f64)> = c
-                .into_iter()
-                .filter(|k| f.allows(&ix.meta, *k))
-                .filter_map(|k| {
-                    let s = lexicon.score(&query, &ix.meta.entries.get(&k)?.terms);
-                    (s > 0.0).then_some((k, s))
-                })
-                .collect();
-            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            scored.truncate(pool);
-            return Ok(scored);
+        let query = lexicon.query(&query_terms(text, MAX_QUERY_TERMS));
+        if query.is_empty() {
+            return Vec::new();
         }
-        // FTS5 scores every entry a term matches: drop terms in over a tenth of all entries
-        // (their BM25 weight is near zero) unless nothing rarer is left.
-        let limit = (lexicon.documents() / 10).max(1);
-        let mut kept: Vec<String> = terms.iter().filter(|t| lexicon.document_frequency(t) <= limit).cloned().collect();
-        if kept.is_empty() {
-            kept.extend(
-                terms
-                    .iter()
-                    .filter(|t| lexicon.document_frequency(t) > 0)
-                    .min_by_key(|t| lexicon.document_frequency(t))
-                    .cloned(),
-            );
-        }
-        let Some(expr) = fts_match(&kept, &f.scope_groups()) else { return Ok(Vec::new()) };
-        let conn = self.reader();
-        let mut stmt =
-            conn.prepare_cached("SELECT rowid, rank FROM memory_fts WHERE memory_fts MATCH ?1 ORDER BY rank LIMIT ?2")?;
-        let rows =
-            stmt.query_map(params![expr, pool as i64], |r| Ok((r.get::<_, i64>(0)? as u64, -r.get::<_, f64>(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let allow = |key: u64| f.allows(&ix.meta, key);
+        let Some(candidates) = f.candidates(&ix.meta, ix.memory.exact_threshold()) else {
+            let filter: Option<&dyn Fn(u64) -> bool> = if f.is_unrestricted() { None } else { Some(&allow) };
+            return lexicon.search(&query, pool, filter, &|key| ix.meta.entries.get(&key).map(|e| &e.terms));
+        };
+        let mut scored: Vec<(u64, f64)> = candidates
+            .into_iter()
+            .filter(|k| allow(*k))
+            .filter_map(|k| {
+                let s = lexicon.score(&query, &ix.meta.entries.get(&k)?.terms);
+                (s > 0.0).then_some((k, s))
+            })
+            .collect();
+        top_k_f64(&mut scored, pool);
+        scored
     }
 
     /// The memory entry ids a user owns, in a tier (used by tests and the inspector).

@@ -131,21 +131,19 @@ impl RowHighWater {
         Ok(RowHighWater { memory: max("memory")?, items: max("items")? })
     }
 
-    /// Adds the write's new rows to the FTS tables and bumps the dense-index generations.
+    /// Adds the write's new items to items_fts and bumps the generations of what it changed.
     fn index_new_rows(&self, tx: &Connection) -> Result<()> {
-        let memory = tx.execute(
-            "INSERT INTO memory_fts (rowid, text, scope) SELECT id, text, scope FROM memory WHERE id > ?1",
-            params![self.memory],
-        )?;
-        let items = tx.execute(
+        let new_memory: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM memory WHERE id > ?1)", params![self.memory], |r| r.get(0))?;
+        let new_items = tx.execute(
             "INSERT INTO items_fts (rowid, text, scope) SELECT id, text, scope FROM items WHERE id > ?1",
             params![self.items],
         )?;
         let mut bump = tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = ?1")?;
-        if memory > 0 {
+        if new_memory {
             bump.execute(params!["memory_generation"])?;
         }
-        if items > 0 {
+        if new_items > 0 {
             bump.execute(params!["catalog_generation"])?;
         }
         Ok(())
@@ -256,11 +254,8 @@ impl MemoryStore {
                 problems.push(line);
             }
         }
-        for table in ["memory_fts", "items_fts"] {
-            let sql = format!("INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)");
-            if let Err(e) = conn.execute(&sql, []) {
-                problems.push(format!("{table}: {e}"));
-            }
+        if let Err(e) = conn.execute("INSERT INTO items_fts (items_fts, rank) VALUES ('integrity-check', 1)", []) {
+            problems.push(format!("items_fts: {e}"));
         }
         Ok(problems)
     }
