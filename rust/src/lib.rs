@@ -19,3 +19,14 @@ pub use error::{Error, Location, Result};
 pub use import::{ImportKind, ImportOptions, ImportReport};
 pub use model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
 pub use store::{MemoryStore, StoreOptions};
+
+/// Property tests run with a fixed seed so the suite is deterministic; raise `cases` locally to
+/// hunt for bugs.
+#[cfg(test)]
+pub(crate) fn deterministic_proptest() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20261127),
+        cases: 512,
+        ..Default::default()
+    }
+}

@@ -60,12 +60,7 @@ mod tests {
     }
 
     proptest! {
-        // A fixed seed keeps the suite deterministic; widen `cases` locally to hunt for bugs.
-        #![proptest_config(ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(20261127),
-            cases: 512,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::deterministic_proptest())]
         #[test]
         fn metrics_are_bounded(ranked in proptest::collection::vec(0i64..50, 0..30),
                                relevant in proptest::collection::vec(0i64..50, 0..5),

@@ -266,12 +266,7 @@ mod tests {
     }
 
     proptest! {
-        // A fixed seed keeps the suite deterministic; widen `cases` locally to hunt for bugs.
-        #![proptest_config(ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(20261127),
-            cases: 512,
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::deterministic_proptest())]
         #[test]
         fn timestamp_parser_never_panics(s in ".{0,40}") {
             let _ = parse_timestamp(&s);

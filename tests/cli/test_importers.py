@@ -273,6 +273,11 @@ def test_grouplens_original_layout_latin1(tmp_path: Path) -> None:
     assert cli_json(home, "stats")["interactions"] == 1
     hits = cli_json(home, "memory", "search", "--user", "1", "miserables", "--mode", "lexical")
     assert hits[0]["text"].startswith("Rated 5/5: Misérables, Les (1995) [Comedy]")
+    # The table shows user data verbatim: "[Comedy]" is text, not terminal markup.
+    table = run_cli(
+        home, "memory", "search", "--user", "1", "miserables", "--mode", "lexical"
+    ).stdout
+    assert "[Comedy]" in table
 
 
 def test_letterboxd_matches_catalog_and_keeps_reviews(tmp_path: Path) -> None:

