@@ -138,6 +138,25 @@ class MemoryStore:
         source_ids: Sequence[int] | None = None,
         vector: npt.ArrayLike | None = None,
     ) -> int: ...
+    def user_history(self, user: str) -> list[dict[str, Any]]: ...
+    def replace_memory(
+        self,
+        tier: Tier,
+        drafts: Sequence[dict[str, Any]],
+        *,
+        user: str | None = None,
+        category: str | None = None,
+    ) -> list[int]: ...
+    def add_feedback(
+        self,
+        user: str,
+        item: str,
+        *,
+        rating: float | None = None,
+        text: str | None = None,
+        source: str = "feedback",
+        timestamp: int | None = None,
+    ) -> dict[str, Any]: ...
     def get_memory(self, id: int) -> MemoryEntry: ...
     def forget_memory(self, ids: Sequence[int]) -> int: ...
     def list_memory(
@@ -152,6 +171,47 @@ class MemoryStore:
     def check_integrity(self) -> list[str]: ...
     def __enter__(self) -> MemoryStore: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+class Action(TypedDict, total=False):
+    kind: Literal["retrieve", "answer"]
+    # retrieve
+    aspects: list[str]
+    tier: Tier | None
+    category: str | None
+    k: int
+    # answer
+    profile: str
+    memory_ids: list[int]
+    fallback: bool
+    reason: str | None
+
+class Orchestrator:
+    """The reasoning-retrieval state machine: prompts, turn grammar, parsing, memory budget."""
+
+    def __init__(
+        self,
+        query: str,
+        *,
+        global_memory: Sequence[MemoryEntry | MemoryHit] | None = None,
+        max_memory_calls: int | None = None,
+        memory_token_budget: int | None = None,
+        memory_k: int | None = None,
+        max_think_chars: int | None = None,
+        max_profile_chars: int | None = None,
+    ) -> None: ...
+    def messages(self) -> list[dict[str, str]]: ...
+    def grammar(self) -> str: ...
+    def feed(self, output: str) -> Action: ...
+    def add_memories(
+        self,
+        hits: Sequence[MemoryEntry | MemoryHit],
+        token_count: Callable[[str], int] | None = None,
+    ) -> None: ...
+    def finish(self, reason: str) -> Action: ...
+    @property
+    def is_done(self) -> bool: ...
+    def shown_ids(self) -> list[int]: ...
+    def stats(self) -> dict[str, int]: ...
 
 def ranking_metrics(
     rankings: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], ks: Sequence[int]

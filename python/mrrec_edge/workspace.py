@@ -16,7 +16,8 @@ import numpy as np
 from mrrec_edge._core import ItemHit, MemoryHit, MemoryStore
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.embedder import Embedder
-from mrrec_edge.errors import BundleError
+from mrrec_edge.errors import BundleError, InputError
+from mrrec_edge.memory import MemoryBuilder, StatsSummarizer
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,28 @@ log = logging.getLogger(__name__)
 EMBED_BATCH = 512
 
 ProgressFn = Callable[[int], None]
+
+FEEDBACK_KINDS = ("like", "dislike", "seen", "rate=N")
+
+
+def parse_feedback(action: str) -> tuple[float | None, str | None, str]:
+    """``like`` / ``dislike`` / ``seen`` / ``rate=N`` as (rating, text, kind)."""
+    match action.strip().lower():
+        case "like":
+            return None, "Liked it.", "like"
+        case "dislike":
+            return None, "Disliked it.", "dislike"
+        case "seen":
+            return None, "Seen it.", "seen"
+        case a if a.startswith("rate="):
+            try:
+                rating = float(a.removeprefix("rate="))
+            except ValueError:
+                rating = -1.0
+            if not 0 <= rating <= 5:
+                raise InputError(f"feedback {action!r}: the rating must be a number from 0 to 5")
+            return rating, None, "rate"
+    raise InputError(f"unknown feedback {action!r} (one of: {', '.join(FEEDBACK_KINDS)})")
 
 
 class Workspace:
@@ -105,6 +128,28 @@ class Workspace:
         )
         log.info("imported %s from %s: %s", kind, path, report)
         return report
+
+    # -- memory construction and feedback -------------------------------------------------
+
+    def memory_builder(self) -> MemoryBuilder:
+        return MemoryBuilder(self.store, StatsSummarizer())
+
+    def feedback(
+        self, user: str, item: str, action: str, *, timestamp: int | None = None
+    ) -> dict[str, Any]:
+        """Records ``like``, ``dislike``, ``seen`` or ``rate=N`` (0..5) on an item, then refreshes
+        the patterns of the item's categories and the profile, and embeds what changed."""
+        rating, text, kind = parse_feedback(action)
+        out = self.store.add_feedback(
+            user, item, rating=rating, text=text, source=f"feedback:{kind}", timestamp=timestamp
+        )
+        refreshed = {"patterns": 0, "profile_chunks": 0}
+        if out["record_id"] is not None:
+            refreshed = self.memory_builder().build_user(user, categories=out["categories"])
+            if self.has_embedder():
+                self.embed_pending()
+        log.info("feedback %s on %s by %s: %s", action, item, user, out)
+        return {**out, **refreshed, "action": action}
 
     # -- retrieval --------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod import;
 pub mod metrics;
 pub mod model;
+pub mod orchestrator;
 pub mod schema;
 pub mod store;
 pub mod text;

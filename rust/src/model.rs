@@ -3,7 +3,8 @@
 use crate::error::{Error, Result};
 
 /// The memory tiers of MR.Rec: three user-local tiers and the cross-user global tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Tier {
     Behavior = 0,
     Pattern = 1,

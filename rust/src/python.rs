@@ -13,7 +13,8 @@ use crate::error::Error;
 use crate::import::{ImportKind, ImportOptions, ImportReport};
 use crate::metrics;
 use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
-use crate::store::{EmbeddingTarget, IndexReport, MemoryStore, StoreOptions};
+use crate::orchestrator::{estimate_tokens, Action, Orchestrator, OrchestratorConfig, ShownMemory};
+use crate::store::{Draft, EmbeddingTarget, IndexReport, MemoryStore, StoreOptions};
 
 /// Raises the `mrrec_edge.errors` class that matches a core error.
 fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
@@ -455,6 +456,85 @@ impl PyMemoryStore {
         py.detach(|| self.inner.add_memory(&entry)).py_err(py)
     }
 
+    /// The user's behavior records with their items' facts, oldest first.
+    fn user_history<'py>(&self, py: Python<'py>, user: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let records = py.detach(|| self.inner.user_history(user)).py_err(py)?;
+        records
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("record_id", r.record_id)?;
+                d.set_item("item_id", r.item_id)?;
+                d.set_item("item", r.item)?;
+                d.set_item("title", r.title)?;
+                d.set_item("year", r.year)?;
+                d.set_item("categories", r.categories)?;
+                d.set_item("keywords", r.keywords)?;
+                d.set_item("rating", r.rating)?;
+                d.set_item("timestamp", r.timestamp)?;
+                d.set_item("text", r.text)?;
+                d.set_item("source", r.source)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Replaces the user's (or global) entries of a derived tier, optionally one category's, by
+    /// `drafts` ({"text", "categories", "source_ids", "vector"?}) in one transaction.
+    #[pyo3(signature = (tier, drafts, *, user = None, category = None))]
+    fn replace_memory(
+        &self,
+        py: Python<'_>,
+        tier: &str,
+        drafts: &Bound<'_, PyList>,
+        user: Option<String>,
+        category: Option<String>,
+    ) -> PyResult<Vec<i64>> {
+        let tier = Tier::parse(tier).py_err(py)?;
+        let drafts = drafts
+            .iter()
+            .map(|d| -> PyResult<Draft> {
+                let d = d.cast::<PyDict>()?;
+                let get = |k: &str| d.get_item(k);
+                Ok(Draft {
+                    text: get("text")?.ok_or_else(|| PyRuntimeError::new_err("draft needs text"))?.extract()?,
+                    categories: get("categories")?.map(|v| v.extract()).transpose()?.unwrap_or_default(),
+                    source_ids: get("source_ids")?.map(|v| v.extract()).transpose()?.unwrap_or_default(),
+                    vector: match get("vector")? {
+                        Some(v) if !v.is_none() => {
+                            Some(v.extract::<PyArrayLike1<'_, f32, AllowTypeChange>>()?.as_array().to_vec())
+                        }
+                        _ => None,
+                    },
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.inner.replace_memory(user.as_deref(), tier, category.as_deref(), &drafts)).py_err(py)
+    }
+
+    /// Records feedback on an item as a behavior record (and its memory entry).
+    #[pyo3(signature = (user, item, *, rating = None, text = None, source = "feedback", timestamp = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_feedback<'py>(
+        &self,
+        py: Python<'py>,
+        user: &str,
+        item: &str,
+        rating: Option<f64>,
+        text: Option<String>,
+        source: &str,
+        timestamp: Option<i64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let ts = timestamp.unwrap_or_else(crate::store::now);
+        let out = py.detach(|| self.inner.add_feedback(user, item, rating, text.as_deref(), source, ts)).py_err(py)?;
+        let d = PyDict::new(py);
+        d.set_item("record_id", out.record_id)?;
+        d.set_item("memory_id", out.memory_id)?;
+        d.set_item("item_id", out.item_id)?;
+        d.set_item("categories", out.categories)?;
+        Ok(d)
+    }
+
     fn get_memory(&self, py: Python<'_>, id: i64) -> PyResult<PyMemoryEntry> {
         py.detach(|| self.inner.get_memory(id)).py_err(py).map(PyMemoryEntry::from)
     }
@@ -522,6 +602,156 @@ impl PyMemoryStore {
     }
 }
 
+fn shown_from(entry: &PyMemoryEntry) -> PyResult<ShownMemory> {
+    Ok(ShownMemory {
+        id: entry.id,
+        tier: Tier::parse(&entry.tier).map_err(|e| PyRuntimeError::new_err(e.to_string()))?,
+        categories: entry.categories.clone(),
+        text: entry.text.clone(),
+    })
+}
+
+/// Memory entries or hits (whose entry is used) as the orchestrator shows them.
+fn shown_list(items: &Bound<'_, PyList>) -> PyResult<Vec<ShownMemory>> {
+    items
+        .iter()
+        .map(|item| {
+            if let Ok(hit) = item.cast::<PyMemoryHit>() {
+                shown_from(hit.get().entry.get())
+            } else {
+                shown_from(item.cast::<PyMemoryEntry>()?.get())
+            }
+        })
+        .collect()
+}
+
+fn action_dict<'py>(py: Python<'py>, action: &Action) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    match action {
+        Action::Retrieve { aspects, tier, category, k } => {
+            d.set_item("kind", "retrieve")?;
+            d.set_item("aspects", aspects)?;
+            d.set_item("tier", tier.map(Tier::name))?;
+            d.set_item("category", category)?;
+            d.set_item("k", k)?;
+        }
+        Action::Answer { profile, memory_ids, fallback, reason } => {
+            d.set_item("kind", "answer")?;
+            d.set_item("profile", profile)?;
+            d.set_item("memory_ids", memory_ids)?;
+            d.set_item("fallback", fallback)?;
+            d.set_item("reason", reason)?;
+        }
+    }
+    Ok(d)
+}
+
+/// The reasoning-retrieval state machine (see `rust/src/orchestrator`).
+#[pyclass(name = "Orchestrator", module = "mrrec_edge._core")]
+pub struct PyOrchestrator {
+    inner: Orchestrator,
+}
+
+#[pymethods]
+impl PyOrchestrator {
+    #[new]
+    #[pyo3(signature = (query, *, global_memory = None, max_memory_calls = None, memory_token_budget = None, memory_k = None, max_think_chars = None, max_profile_chars = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        query: &str,
+        global_memory: Option<&Bound<'_, PyList>>,
+        max_memory_calls: Option<usize>,
+        memory_token_budget: Option<usize>,
+        memory_k: Option<usize>,
+        max_think_chars: Option<usize>,
+        max_profile_chars: Option<usize>,
+    ) -> PyResult<Self> {
+        let d = OrchestratorConfig::default();
+        let config = OrchestratorConfig {
+            max_memory_calls: max_memory_calls.unwrap_or(d.max_memory_calls),
+            memory_token_budget: memory_token_budget.unwrap_or(d.memory_token_budget),
+            memory_k: memory_k.unwrap_or(d.memory_k),
+            max_think_chars: max_think_chars.unwrap_or(d.max_think_chars),
+            max_profile_chars: max_profile_chars.unwrap_or(d.max_profile_chars),
+            ..d
+        };
+        let global = match global_memory {
+            Some(list) => shown_list(list)?,
+            None => Vec::new(),
+        };
+        Ok(PyOrchestrator { inner: Orchestrator::new(config, query, &global) })
+    }
+
+    /// The chat so far, as [{"role", "content"}] for the model's chat template.
+    fn messages<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .messages()
+            .iter()
+            .map(|m| {
+                let d = PyDict::new(py);
+                d.set_item("role", m.role)?;
+                d.set_item("content", &m.content)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// The Lark grammar the next model turn must follow.
+    fn grammar(&self) -> String {
+        self.inner.grammar()
+    }
+
+    /// Reads one model turn; returns the action ({"kind": "retrieve" | "answer", ...}).
+    fn feed<'py>(&mut self, py: Python<'py>, output: &str) -> PyResult<Bound<'py, PyDict>> {
+        let action = self.inner.feed(output);
+        action_dict(py, &action)
+    }
+
+    /// Shows the hits of the pending memory call, within the memory token budget.
+    #[pyo3(signature = (hits, token_count = None))]
+    fn add_memories(&mut self, hits: &Bound<'_, PyList>, token_count: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = hits.py();
+        let hits = shown_list(hits)?;
+        match token_count {
+            None => self.inner.add_memories(&hits, &estimate_tokens),
+            Some(f) => {
+                // A failing counter falls back to the estimate: the budget must hold regardless.
+                let count = |text: &str| -> usize {
+                    f.call1(py, (text,)).and_then(|n| n.extract::<usize>(py)).unwrap_or_else(|_| estimate_tokens(text))
+                };
+                self.inner.add_memories(&hits, &count);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the loop with the fallback answer (the host hit a limit or was cancelled).
+    fn finish<'py>(&mut self, py: Python<'py>, reason: &str) -> PyResult<Bound<'py, PyDict>> {
+        let action = self.inner.finish(reason);
+        action_dict(py, &action)
+    }
+
+    #[getter]
+    fn is_done(&self) -> bool {
+        self.inner.is_done()
+    }
+
+    /// Ids of the memories shown to the model, in order.
+    fn shown_ids(&self) -> Vec<i64> {
+        self.inner.shown().iter().map(|m| m.id).collect()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("turns", s.turns)?;
+        d.set_item("memory_calls", s.memory_calls)?;
+        d.set_item("memory_tokens", s.memory_tokens)?;
+        d.set_item("malformed_turns", s.malformed_turns)?;
+        Ok(d)
+    }
+}
+
 /// Per-query Recall@k and NDCG@k: `{"recall@10": array, "ndcg@10": array, ...}`.
 #[pyfunction]
 fn ranking_metrics<'py>(
@@ -563,6 +793,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMemoryHit>()?;
     m.add_class::<PyItemHit>()?;
     m.add_class::<PyItem>()?;
+    m.add_class::<PyOrchestrator>()?;
     m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(import_kinds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -100,6 +100,12 @@ fn grounding_excludes_consumed_items_and_indexes_survive_damage() {
     let store = open(dir.path());
     store.import(ImportKind::MovieLens100k, &ml100k(), &ImportOptions::default(), &mut no_progress()).unwrap();
     embed_all(&store);
+    // Items are found by full id or, when unambiguous, the id without its source prefix; LIKE
+    // wildcards in the text match nothing.
+    assert_eq!(store.item("ml100k:50").unwrap().title, "Star Wars");
+    assert_eq!(store.item("50").unwrap().title, "Star Wars");
+    assert!(matches!(store.item("5%"), Err(mrrec_core::Error::NotFound(_))));
+    assert!(matches!(store.item("_0"), Err(mrrec_core::Error::NotFound(_))));
     let seen = store.consumed_item_ids("1").unwrap();
     assert_eq!(seen.len(), 272);
     let v = hash_embed("Star Wars (1977). Genres: Action, Adventure, Romance, Sci-Fi, War.");

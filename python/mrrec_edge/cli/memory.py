@@ -50,6 +50,72 @@ def search_command(
     out_console.print(table)
 
 
+@memory_group.command("build")
+@click.option("--user", "users", multiple=True, help="Repeatable; default: --all.")
+@click.option("--all", "all_users", is_flag=True, help="Every user in the store.")
+@click.option(
+    "--summarizer",
+    type=click.Choice(["stats"]),
+    default="stats",
+    show_default=True,
+    help="stats: counts, averages and the user's own favourites, no model.",
+)
+@click.option("--resume", is_flag=True, help="Skip users whose memory is already built.")
+@click.option("--no-embed", is_flag=True, help="Leave the new entries for `mrrec index rebuild`.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def build_command(
+    settings: Settings,
+    users: tuple[str, ...],
+    all_users: bool,
+    summarizer: str,
+    resume: bool,
+    no_embed: bool,
+    as_json: bool,
+) -> None:
+    """Build preference patterns (per category) and profiles from behavior records."""
+    from mrrec_edge.cli.data import embed_with_progress
+
+    if users and all_users:
+        raise click.UsageError("give --user or --all, not both")
+    with Workspace(settings) as ws:
+        targets = list(users) or ws.store.users()
+        with progress_bar() as bar:
+            task = bar.add_task("building memory", total=len(targets))
+            totals = ws.memory_builder().build_all(
+                targets, resume=resume, progress=lambda n: bar.advance(task, n)
+            )
+        totals["embedded"] = 0 if no_embed else embed_with_progress(ws)
+    if as_json:
+        emit_json(totals)
+    else:
+        out_console.print(
+            f"built {totals['patterns']} pattern and {totals['profile_chunks']} profile entries "
+            f"for {totals['users']} users ({totals['skipped']} skipped)"
+        )
+
+
+@click.command("feedback")
+@click.argument("item")
+@click.argument("action", metavar="like|dislike|seen|rate=N")
+@click.option("--user", required=True, help="Whose feedback it is.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def feedback_command(settings: Settings, item: str, action: str, user: str, as_json: bool) -> None:
+    """Tell the assistant what you thought of ITEM; the affected memory is refreshed at once."""
+    with Workspace(settings) as ws:
+        out = ws.feedback(user, item, action)
+    if as_json:
+        emit_json(out)
+    elif out["record_id"] is None:
+        out_console.print("already recorded")
+    else:
+        out_console.print(
+            f"recorded as record {out['record_id']}; refreshed {out['patterns']} pattern and "
+            f"{out['profile_chunks']} profile entries"
+        )
+
+
 @click.group("items")
 def items_group() -> None:
     """The catalog."""

@@ -151,8 +151,11 @@ pub struct ImportWriter<'a> {
     tx: &'a Connection,
     changes: &'a mut Changes,
     report: ImportReport,
-    import_id: i64,
+    /// The `imports` row of a file import; `None` for feedback written one record at a time.
+    import_id: Option<i64>,
     source: String,
+    /// The (record, memory entry) ids the last interaction wrote, if it was new.
+    pub(crate) last_written: Option<(i64, i64)>,
     users: HashMap<String, i64>,
     items: HashMap<i64, ItemBrief>,
     categories: HashMap<String, i64>,
@@ -232,7 +235,25 @@ fn union_into(target: &mut Vec<String>, extra: &[String]) -> bool {
 }
 
 impl<'a> ImportWriter<'a> {
-    fn new(
+    /// A writer for records that arrive one at a time (feedback), tagged with `source`.
+    pub(crate) fn new(tx: &'a Connection, changes: &'a mut Changes, source: &str, progress: Progress<'a>) -> Self {
+        ImportWriter {
+            tx,
+            changes,
+            report: ImportReport { kind: source.into(), ..Default::default() },
+            import_id: None,
+            source: source.into(),
+            last_written: None,
+            users: HashMap::new(),
+            items: HashMap::new(),
+            categories: HashMap::new(),
+            progress,
+            total_bytes: 0,
+        }
+    }
+
+    /// A writer for a file import, logged in the `imports` table.
+    fn for_import(
         tx: &'a Connection,
         changes: &'a mut Changes,
         kind: ImportKind,
@@ -244,19 +265,11 @@ impl<'a> ImportWriter<'a> {
             "INSERT INTO imports (kind, path, started_at) VALUES (?1, ?2, ?3)",
             params![kind.name(), path, now()],
         )?;
-        let total_bytes = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
-        Ok(ImportWriter {
-            tx,
-            changes,
-            report: ImportReport { kind: kind.name().into(), files: files.to_vec(), ..Default::default() },
-            import_id: tx.last_insert_rowid(),
-            source: kind.name().into(),
-            users: HashMap::new(),
-            items: HashMap::new(),
-            categories: HashMap::new(),
-            progress,
-            total_bytes,
-        })
+        let mut writer = ImportWriter::new(tx, changes, kind.name(), progress);
+        writer.import_id = Some(tx.last_insert_rowid());
+        writer.report.files = files.to_vec();
+        writer.total_bytes = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+        Ok(writer)
     }
 
     fn ensure_user(&mut self, ext_id: &str, attributes: Option<&Map<String, Value>>, at: &Location) -> Result<i64> {
@@ -479,6 +492,7 @@ impl Sink for ImportWriter<'_> {
             .execute(params![user_id, item_id, row.rating, text, row.timestamp, self.source, self.import_id])?;
         if inserted == 0 {
             self.report.records_skipped += 1;
+            self.last_written = None;
             return Ok(());
         }
         let record_id = self.tx.last_insert_rowid();
@@ -503,6 +517,7 @@ impl Sink for ImportWriter<'_> {
         )?;
         self.changes.memory_upserts.push(id);
         self.report.memory_added += 1;
+        self.last_written = Some((record_id, id));
         Ok(())
     }
 
@@ -551,7 +566,7 @@ impl MemoryStore {
         }
         let files = files_for(kind, path, opts)?;
         let report = self.write("while importing", |tx, changes| {
-            let mut writer = ImportWriter::new(tx, changes, kind, &files, progress)?;
+            let mut writer = ImportWriter::for_import(tx, changes, kind, &files, progress)?;
             match kind {
                 ImportKind::MovieLens100k => movielens::import_100k(path, opts, &mut writer)?,
                 ImportKind::MovieLensCsv => movielens::import_csv(path, &mut writer)?,

@@ -33,11 +33,28 @@ impl MemoryStore {
             .optional()?)
     }
 
-    /// An item by any of its external ids.
+    /// The item a person means by `text`: one of its external ids, or the id without its
+    /// source prefix (`50` for `ml100k:50`) when exactly one item has it.
+    pub(crate) fn resolve_item(conn: &Connection, text: &str) -> Result<i64> {
+        if let Some(id) = Self::item_id_for_alias(conn, text)? {
+            return Ok(id);
+        }
+        let mut stmt = conn.prepare_cached(
+            r"SELECT DISTINCT item_id FROM item_aliases WHERE alias LIKE '%:' || ?1 ESCAPE '\' LIMIT 2",
+        )?;
+        let escaped = text.replace('\\', r"\\").replace('%', r"\%").replace('_', r"\_");
+        let ids: Vec<i64> = stmt.query_map(params![escaped], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(Error::NotFound(format!("unknown item {text:?}"))),
+            _ => Err(Error::NotFound(format!("{text:?} names several items; use its full id (source:id)"))),
+        }
+    }
+
+    /// An item by any of its external ids (see [`MemoryStore::resolve_item`]).
     pub fn item(&self, alias: &str) -> Result<Item> {
         let conn = self.reader();
-        let id =
-            Self::item_id_for_alias(&conn, alias)?.ok_or_else(|| Error::NotFound(format!("unknown item {alias:?}")))?;
+        let id = Self::resolve_item(&conn, alias)?;
         let mut stmt = conn.prepare_cached(&format!("SELECT {ITEM_COLUMNS} WHERE id = ?1"))?;
         let mut rows = stmt.query(params![id])?;
         item_from_row(rows.next()?.expect("alias points at an item"))

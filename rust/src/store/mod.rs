@@ -6,6 +6,7 @@
 
 mod catalog;
 mod embeddings;
+mod history;
 mod indexes;
 mod lexical;
 pub(crate) mod memory;
@@ -23,6 +24,7 @@ use crate::model::Stats;
 use crate::schema;
 
 pub use embeddings::EmbeddingTarget;
+pub use history::{Draft, FeedbackOutcome, HistoryRecord};
 pub use indexes::IndexReport;
 pub(crate) use indexes::Indexes;
 
@@ -68,7 +70,7 @@ pub struct MemoryStore {
     opts: StoreOptions,
 }
 
-pub(crate) fn now() -> i64 {
+pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 

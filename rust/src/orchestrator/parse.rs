@@ -1,0 +1,96 @@
+//! Parsing a model turn. Guided decoding should make every turn well-formed; this parser still
+//! accepts only what the protocol allows and reports anything else as a problem, never panics.
+
+use serde_json::Value;
+
+use super::OrchestratorConfig;
+use crate::model::Tier;
+
+/// A well-formed model turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Turn {
+    Call { aspects: Vec<String>, tier: Option<Tier>, category: Option<String> },
+    Answer { profile: String, memory_ids: Vec<i64> },
+}
+
+/// The text between the first `open` and the following `close`.
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(&text[start..end])
+}
+
+fn clean(s: &str, max_chars: usize) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max_chars).collect()
+}
+
+pub fn parse_turn(output: &str, config: &OrchestratorConfig) -> Result<Turn, String> {
+    // The reasoning comes first; the action is what follows it.
+    let action = match output.find("</think>") {
+        Some(i) => &output[i + "</think>".len()..],
+        None => output,
+    };
+    let call = between(action, "<tool_call>", "</tool_call>");
+    let answer = between(action, "<answer>", "</answer>");
+    match (call, answer) {
+        (Some(c), None) => parse_call(c, config),
+        (None, Some(a)) => parse_answer(a, config),
+        (Some(_), Some(_)) => Err("both a memory call and an answer in one turn".into()),
+        (None, None) => Err("neither <tool_call> nor <answer>".into()),
+    }
+}
+
+fn parse_call(body: &str, config: &OrchestratorConfig) -> Result<Turn, String> {
+    let v: Value = serde_json::from_str(body.trim()).map_err(|e| format!("tool call is not JSON: {e}"))?;
+    if v.get("name").and_then(Value::as_str) != Some("memory_retrieval") {
+        return Err("unknown tool (only memory_retrieval exists)".into());
+    }
+    let args = v.get("arguments").ok_or("tool call has no arguments")?;
+    let aspects: Vec<String> = args
+        .get("aspects")
+        .and_then(Value::as_array)
+        .ok_or("memory_retrieval needs a list of aspects")?
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|a| clean(a, 80))
+        .filter(|a| !a.is_empty())
+        .take(config.max_aspects)
+        .collect();
+    if aspects.is_empty() {
+        return Err("memory_retrieval got no aspects".into());
+    }
+    let tier = match args.get("tier").and_then(Value::as_str) {
+        None => None,
+        Some(t) => match Tier::parse(t) {
+            Ok(Tier::Global) | Err(_) => return Err(format!("memory_retrieval got tier {t:?}")),
+            Ok(tier) => Some(tier),
+        },
+    };
+    let category = args.get("category").and_then(Value::as_str).map(|c| clean(c, 40)).filter(|c| !c.is_empty());
+    Ok(Turn::Call { aspects, tier, category })
+}
+
+fn parse_answer(body: &str, config: &OrchestratorConfig) -> Result<Turn, String> {
+    let v: Value = serde_json::from_str(body.trim()).map_err(|e| format!("answer is not JSON: {e}"))?;
+    let profile = clean(
+        v.get("ideal_item_profile").and_then(Value::as_str).ok_or("answer has no ideal_item_profile")?,
+        config.max_profile_chars,
+    );
+    if profile.is_empty() {
+        return Err("the ideal item profile is empty".into());
+    }
+    let memory_ids = v
+        .get("useful_memory_ids")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| match id {
+                    Value::String(s) => s.trim().trim_start_matches('m').parse().ok(),
+                    Value::Number(n) => n.as_i64(),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Turn::Answer { profile, memory_ids })
+}
