@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 
 from mrrec_edge._core import ItemHit, MemoryHit, MemoryStore
+from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.embedder import Embedder
-from mrrec_edge.errors import BundleError, InputError
+from mrrec_edge.errors import BundleError, InputError, NotFoundError
 from mrrec_edge.memory import MemoryBuilder, StatsSummarizer
+from mrrec_edge.model import LanguageModel
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Workspace:
             expansion_search=r.expansion_search,
         )
         self._embedder: Embedder | None = None
+        self._model: LanguageModel | None = None
 
     @classmethod
     def open(cls, home: Path | None = None) -> Workspace:
@@ -106,6 +109,36 @@ class Workspace:
             if progress:
                 progress(len(batch))
         return done
+
+    # -- the model bundle --------------------------------------------------------------------
+
+    def bundle(self) -> Bundle:
+        """The bundle in use; :class:`BundleError` (saying how to build one) if missing/broken."""
+        return Bundle.load(self.settings.bundle_path)
+
+    @property
+    def model(self) -> LanguageModel:
+        """The bundle's LLM, loaded on first use."""
+        if self._model is None:
+            self._model = self.bundle().load_model()
+        return self._model
+
+    def require_user(self, user: str) -> None:
+        """:class:`NotFoundError` unless ``user`` has imported data."""
+        if user not in self.store.users():
+            raise NotFoundError(
+                f"unknown user {user!r}: import their history first (`mrrec import ... --user`)"
+            )
+
+    def ensure_user_memory(self, user: str) -> bool:
+        """Builds ``user``'s patterns and profile when they have records but none yet (a user
+        imported without `mrrec memory build`); True if it built anything."""
+        if self.store.list_memory(user=user, tiers=["profile", "pattern"], limit=1):
+            return False
+        built = self.memory_builder().build_user(user)
+        if self.has_embedder():
+            self.embed_pending()
+        return bool(built["patterns"] or built["profile_chunks"])
 
     # -- import -----------------------------------------------------------------------------
 

@@ -76,8 +76,10 @@ fn parse_answer(body: &str, config: &OrchestratorConfig) -> Result<Turn, String>
         v.get("ideal_item_profile").and_then(Value::as_str).ok_or("answer has no ideal_item_profile")?,
         config.max_profile_chars,
     );
-    if profile.is_empty() {
-        return Err("the ideal item profile is empty".into());
+    // A profile must describe something: a placeholder ("...") or a single word grounds to
+    // noise, so it counts as no answer.
+    if profile.split_whitespace().filter(|w| w.chars().any(char::is_alphabetic)).count() < 2 {
+        return Err(format!("the ideal item profile {profile:?} describes nothing"));
     }
     let memory_ids = v
         .get("useful_memory_ids")

@@ -69,6 +69,12 @@ pub fn tool_response(lines: &[String]) -> String {
     format!("<tool_response>\n{body}\n</tool_response>")
 }
 
+// Patterns keep '<' and '>' out of every string the model writes, so a tag inside a value can never
+// end the call or answer early; the profile must hold two words with letters (parse.rs checks the
+// same), which rules out a copied placeholder such as "...".
+const WORDY: &str = "^[^<>]*[A-Za-z][^<>]*$";
+const PROFILE: &str = "^[^<>]*[A-Za-z][^\\s<>]*\\s+[^<>]*[A-Za-z][^<>]*$";
+
 pub fn call_schema(config: &OrchestratorConfig) -> serde_json::Value {
     json!({
         "type": "object",
@@ -79,12 +85,12 @@ pub fn call_schema(config: &OrchestratorConfig) -> serde_json::Value {
                 "properties": {
                     "aspects": {
                         "type": "array",
-                        "items": {"type": "string", "minLength": 1, "maxLength": 80},
+                        "items": {"type": "string", "minLength": 1, "maxLength": 80, "pattern": WORDY},
                         "minItems": 1,
                         "maxItems": config.max_aspects
                     },
                     "tier": {"enum": ["behavior", "pattern", "profile"]},
-                    "category": {"type": "string", "minLength": 1, "maxLength": 40}
+                    "category": {"type": "string", "minLength": 1, "maxLength": 40, "pattern": WORDY}
                 },
                 "required": ["aspects"],
                 "additionalProperties": false
@@ -99,7 +105,12 @@ pub fn answer_schema(config: &OrchestratorConfig) -> serde_json::Value {
     json!({
         "type": "object",
         "properties": {
-            "ideal_item_profile": {"type": "string", "minLength": 1, "maxLength": config.max_profile_chars},
+            "ideal_item_profile": {
+                "type": "string",
+                "minLength": 12,
+                "maxLength": config.max_profile_chars,
+                "pattern": PROFILE
+            },
             "useful_memory_ids": {
                 "type": "array",
                 "items": {"type": "string", "pattern": "^m[0-9]{1,12}$"},
@@ -113,7 +124,7 @@ pub fn answer_schema(config: &OrchestratorConfig) -> serde_json::Value {
 
 /// A Lark grammar (llguidance dialect, with `%json` for the structured parts) for one turn.
 pub fn turn_grammar(config: &OrchestratorConfig, allow_call: bool) -> String {
-    let action = if allow_call { "call | answer" } else { "answer" };
+    let action = if allow_call { "(call | answer)" } else { "answer" };
     format!(
         "start: think {action}\n\
          think: \"<think>\" THINK \"</think>\\n\"\n\

@@ -12,7 +12,7 @@ const CALL: &str = r#"<think>They want a comedy; check what comedies they like.<
 #[test]
 fn call_then_answer_keeps_only_cited_ids_it_showed() {
     let mut o = Orchestrator::new(OrchestratorConfig::default(), "a funny movie for Friday", &[]);
-    assert!(o.grammar().contains("call | answer"));
+    assert!(o.grammar().starts_with("start: think (call | answer)"));
     let action = o.feed(CALL);
     assert_eq!(
         action,
@@ -50,7 +50,7 @@ fn out_of_calls_or_garbage_ends_in_a_fallback_answer() {
     let mut o = Orchestrator::new(config, "something scary", &[]);
     assert!(matches!(o.feed(CALL), Action::Retrieve { .. }));
     o.add_memories(&[memory(7, "Rated 5/5: Alien (1979) [Horror, Sci-Fi]")], &estimate_tokens);
-    assert!(!o.grammar().contains("call | answer"));
+    assert!(o.grammar().starts_with("start: think answer"));
     match o.feed(CALL) {
         Action::Answer { profile, memory_ids, fallback: true, reason: Some(r) } => {
             assert!(profile.starts_with("something scary. Rated 5/5: Alien"));
@@ -115,7 +115,7 @@ fn memory_stays_within_the_token_budget() {
 #[test]
 fn grammar_embeds_both_schemas() {
     let g = prompt::turn_grammar(&OrchestratorConfig::default(), true);
-    assert!(g.starts_with("start: think call | answer"));
+    assert!(g.starts_with("start: think (call | answer)"));
     assert!(g.contains("%json {") && g.contains("memory_retrieval") && g.contains("ideal_item_profile"));
     let parsed: serde_json::Value =
         serde_json::from_str(&prompt::answer_schema(&OrchestratorConfig::default()).to_string()).unwrap();

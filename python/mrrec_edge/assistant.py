@@ -1,0 +1,245 @@
+"""The MR.Rec assistant loop (METHOD.md §2): the model reasons, calls memory retrieval over
+several turns, and writes an ideal item profile that dense retrieval grounds to the catalog.
+
+The Rust :class:`~mrrec_edge._core.Orchestrator` owns the protocol (prompts, grammar, parsing,
+budgets, escaping); this loop only moves text between it, the model and the memory store, and
+reports what happens as events, so the CLI and the TUI show the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Protocol
+
+from mrrec_edge._core import ItemHit, MemoryEntry, MemoryHit, Orchestrator
+from mrrec_edge.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+LOCAL_TIERS = ["behavior", "pattern", "profile"]
+
+
+class TurnModel(Protocol):
+    """What the loop needs of a model: the device's onnxruntime-genai
+    :class:`~mrrec_edge.model.LanguageModel`, or the torch policy that training rolls out, so
+    both run the very same orchestration and retrieval."""
+
+    @property
+    def last_stats(self) -> Any: ...  # GenerationStats-like, or None
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> str: ...
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int | None,
+        guidance: tuple[str, Any] | None,
+        cancel: threading.Event | None,
+    ) -> Iterator[str]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class AssistantConfig:
+    max_memory_calls: int = 2
+    memory_token_budget: int = 384
+    memory_k: int = 3
+    global_k: int = 3
+    max_think_chars: int = 200
+    max_profile_chars: int = 300
+    #: Tokens one model turn may take: above what the grammar allows (think + answer chars, and a
+    #: digit or symbol can be a token each), so a turn is cut off only by a runaway model.
+    max_turn_tokens: int = 640
+    temperature: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of the model's turn as it streams."""
+
+    text: str
+    turn: int
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    aspects: list[str]
+    tier: str | None
+    category: str | None
+
+
+@dataclass(frozen=True)
+class Memories:
+    """What a memory call returned (the orchestrator shows the model those within budget)."""
+
+    hits: list[MemoryHit]
+
+
+@dataclass(frozen=True)
+class Profile:
+    profile: str
+    memory_ids: list[int]
+    fallback: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item: ItemHit
+    why: str
+    memories: list[MemoryEntry]
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    items: list[Recommendation]
+
+
+@dataclass(frozen=True)
+class Done:
+    timings: dict[str, float]
+    stats: dict[str, int]
+    used_memories: list[MemoryEntry] = field(default_factory=list)
+    #: (prompt, completion) of every model turn: what training scores and learns from.
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+
+Event = Token | ToolCall | Memories | Profile | Recommendations | Done
+
+
+def _why(
+    item: ItemHit, cited: Sequence[MemoryEntry], profile: str
+) -> tuple[str, list[MemoryEntry]]:
+    """A one-line reason: the cited memories that share the item's categories, else the profile."""
+    shared = [m for m in cited if set(m.categories) & set(item.categories)]
+    if shared:
+        best = shared[0]
+        common = ", ".join(sorted(set(best.categories) & set(item.categories)))
+        return f"{common}, like what your memory says: {best.text[:90]}", shared[:2]
+    return f"Matches: {profile[:110]}", list(cited[:1])
+
+
+class Assistant:
+    def __init__(
+        self, workspace: Workspace, model: TurnModel, config: AssistantConfig | None = None
+    ) -> None:
+        self.ws = workspace
+        self.model = model
+        self.config = config or AssistantConfig()
+
+    def ask(
+        self,
+        user: str,
+        query: str,
+        *,
+        k: int = 10,
+        include_seen: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Event]:
+        """Answers ``query`` for ``user`` with ``k`` catalog items, as a stream of events."""
+        c = self.config
+        store = self.ws.store
+        timings = {"retrieval": 0.0, "prefill": 0.0, "decode": 0.0, "grounding": 0.0}
+        started = perf_counter()
+
+        t = perf_counter()
+        global_hits = store.search_memory(
+            vector=self.ws.embed_query(query), text=query, tiers=["global"], k=c.global_k
+        )
+        timings["retrieval"] += perf_counter() - t
+        orch = Orchestrator(
+            query,
+            global_memory=global_hits,
+            max_memory_calls=c.max_memory_calls,
+            memory_token_budget=c.memory_token_budget,
+            memory_k=c.memory_k,
+            max_think_chars=c.max_think_chars,
+            max_profile_chars=c.max_profile_chars,
+        )
+        retrieved: dict[int, MemoryEntry] = {}
+        turns: list[tuple[str, str]] = []
+        action: dict[str, Any] | None = None
+        turn = 0
+        while action is None or action["kind"] == "retrieve":
+            if cancel is not None and cancel.is_set():
+                action = orch.finish("cancelled")
+                break
+            prompt = self.model.apply_chat_template(orch.messages())
+            pieces: list[str] = []
+            try:
+                for piece in self.model.stream(
+                    prompt,
+                    max_new_tokens=c.max_turn_tokens,
+                    temperature=c.temperature,
+                    seed=c.seed,
+                    guidance=("lark_grammar", orch.grammar()),
+                    cancel=cancel,
+                ):
+                    pieces.append(piece)
+                    yield Token(piece, turn)
+            except ValueError as exc:  # e.g. the prompt outgrew the context window
+                log.warning("model turn failed: %s", exc)
+                action = orch.finish(f"model turn failed: {exc}")
+                break
+            gen = self.model.last_stats
+            if gen is not None:
+                timings["prefill"] += gen.first_token_s
+                timings["decode"] += gen.decode_s
+            if gen is not None and gen.finish_reason == "cancelled":
+                action = orch.finish("cancelled")
+                break
+            completion = "".join(pieces)
+            turns.append((prompt, completion))
+            action = orch.feed(completion)
+            turn += 1
+            if action["kind"] == "retrieve":
+                yield ToolCall(action["aspects"], action["tier"], action["category"])
+                t = perf_counter()
+                hits = self._retrieve(user, action, exclude=orch.shown_ids())
+                timings["retrieval"] += perf_counter() - t
+                orch.add_memories(hits, token_count=self.model.count_tokens)
+                for h in hits:
+                    retrieved[h.entry.id] = h.entry
+                yield Memories(hits)
+
+        yield Profile(action["profile"], action["memory_ids"], action["fallback"], action["reason"])
+        t = perf_counter()
+        items = store.ground(
+            self.ws.embed_query(action["profile"]), k=k, user=user, include_seen=include_seen
+        )
+        cited = [retrieved[i] for i in action["memory_ids"] if i in retrieved]
+        recommendations = []
+        for item in items:
+            why, memories = _why(item, cited, action["profile"])
+            recommendations.append(Recommendation(item, why, memories))
+        timings["grounding"] = perf_counter() - t
+        yield Recommendations(recommendations)
+        timings["total"] = perf_counter() - started
+        yield Done(timings, orch.stats(), cited, turns)
+
+    def _retrieve(self, user: str, action: dict[str, Any], exclude: list[int]) -> list[MemoryHit]:
+        text = "; ".join(action["aspects"])
+        tiers = [action["tier"]] if action["tier"] else LOCAL_TIERS
+        search = {
+            "vector": self.ws.embed_query(text),
+            "text": text,
+            "k": action["k"],
+            "user": user,
+            "tiers": tiers,
+            "exclude": exclude,
+        }
+        if action["category"]:
+            hits = self.ws.store.search_memory(**search, categories=[action["category"]])
+            if hits:
+                return hits
+            # A category the user has no memory of: search without it rather than return nothing.
+        return self.ws.store.search_memory(**search)

@@ -1,0 +1,128 @@
+"""``mrrec ask``: one question to the assistant, streamed, or as one JSON object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from mrrec_edge.assistant import (
+    Assistant,
+    Done,
+    Memories,
+    Profile,
+    Recommendations,
+    Token,
+    ToolCall,
+)
+from mrrec_edge.cli._ui import emit_json, err_console, out_console
+from mrrec_edge.config import Settings
+from mrrec_edge.workspace import Workspace
+
+
+def _memory_json(entry: Any) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "tier": entry.tier,
+        "categories": entry.categories,
+        "text": entry.text,
+    }
+
+
+def answer_json(user: str, query: str, events: list[Any]) -> dict[str, Any]:
+    """The one JSON object of ``mrrec ask --json`` from a finished stream of events."""
+    profile = next(e for e in events if isinstance(e, Profile))
+    recs = next(e for e in events if isinstance(e, Recommendations))
+    done = next(e for e in events if isinstance(e, Done))
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    return {
+        "user": user,
+        "query": query,
+        "recommendations": [
+            {
+                "item_id": r.item.ext_id,
+                "title": r.item.title,
+                "year": r.item.year,
+                "categories": r.item.categories,
+                "score": round(r.item.score, 6),
+                "why": r.why,
+                "memory_ids": [m.id for m in r.memories],
+            }
+            for r in recs.items
+        ],
+        "used_memories": [_memory_json(m) for m in done.used_memories],
+        "ideal_item_profile": profile.profile,
+        "fallback": profile.reason if profile.fallback else None,
+        "memory_calls": [
+            {"aspects": c.aspects, "tier": c.tier, "category": c.category} for c in calls
+        ],
+        "timings": {name: round(seconds, 4) for name, seconds in done.timings.items()},
+        "stats": done.stats,
+    }
+
+
+@click.command("ask")
+@click.argument("query")
+@click.option("--user", required=True, help="Whose memory to use.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--include-seen", is_flag=True, help="Also recommend items the user has consumed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.pass_obj
+def ask_command(
+    settings: Settings, query: str, user: str, k: int, include_seen: bool, as_json: bool
+) -> None:
+    """Ask the assistant for K recommendations for QUERY, from USER's memory.
+
+    Without --json the model's reasoning and memory calls stream to stderr and the
+    recommendations print as a table.
+    """
+    if not query.strip():
+        raise click.UsageError("the query is empty")
+    with Workspace(settings) as ws:
+        ws.require_user(user)
+        model = ws.model  # fails here, before any output, if the bundle is missing
+        _ = ws.embedder  # loaded now, so the timings are the query's own
+        if ws.ensure_user_memory(user):
+            err_console.print(f"built the memory of user {user} first", style="dim")
+        events = []
+        for event in Assistant(ws, model).ask(user, query, k=k, include_seen=include_seen):
+            events.append(event)
+            if not as_json:
+                _show(event)
+    if as_json:
+        emit_json(answer_json(user, query, events))
+
+
+def _show(event: Any) -> None:
+    """Streams one event to the terminal: progress on stderr, the answer table on stdout."""
+    match event:
+        case Token(text=text):
+            err_console.print(text, end="", style="dim", markup=False, highlight=False)
+        case ToolCall(aspects=aspects, tier=tier, category=category):
+            scope = ", ".join(x for x in (tier, category) if x)
+            err_console.print(
+                f"\n→ memory_retrieval({'; '.join(aspects)}){f' [{scope}]' if scope else ''}",
+                markup=False,
+                highlight=False,
+            )
+        case Memories(hits=hits):
+            for hit in hits:
+                err_console.print(
+                    f"  #{hit.entry.id} {hit.entry.tier}: {hit.entry.text[:100]}",
+                    style="dim",
+                    markup=False,
+                    highlight=False,
+                )
+        case Profile(profile=profile, fallback=fallback, reason=reason):
+            note = f" (fallback: {reason})" if fallback else ""
+            err_console.print(f"\nideal item: {profile}{note}", markup=False, highlight=False)
+        case Recommendations(items=items):
+            table = Table("#", "id", "title", "year", "why", box=None)
+            for rank, rec in enumerate(items, 1):
+                year = str(rec.item.year or "")
+                table.add_row(str(rank), rec.item.ext_id, rec.item.title, year, rec.why)
+            out_console.print(table)
+        case Done(timings=timings):
+            parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())
+            err_console.print(parts, style="dim", markup=False, highlight=False)

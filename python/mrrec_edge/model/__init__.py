@@ -1,0 +1,5 @@
+"""The on-device language model: an onnxruntime-genai folder (a bundle's ``llm/``), streamed."""
+
+from mrrec_edge.model.runtime import GUIDANCE_KINDS, GenerationStats, LanguageModel
+
+__all__ = ["GUIDANCE_KINDS", "GenerationStats", "LanguageModel"]

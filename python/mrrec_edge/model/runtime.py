@@ -1,0 +1,406 @@
+"""Run the bundle's LLM with onnxruntime-genai: chat template, streaming, guided decoding.
+
+A :class:`LanguageModel` holds one ``og.Model`` and its tokenizer; every call gets its own
+``og.Generator``. The generator's KV cache is allocated up front for its ``max_length``, so each
+call sizes it to ``prompt + max_new_tokens`` (for SmolLM2-135M the cache costs 46 KB per token:
+the model's full 8192-token context would take 377 MB).
+
+Guided decoding (llguidance inside onnxruntime-genai) constrains the tokens to a JSON schema, a
+regex or a Lark grammar, so the orchestrator's answer format cannot break. Lark grammars may embed
+JSON schemas (``%json {...}``), e.g. ``start: "<answer>" %json {"type": "object"} "</answer>"``.
+
+LoRA adapters (``og.Adapters``) need a graph whose LoRA weights are inputs (as Olive's
+ExtractAdapters pass writes it); our export merges adapters into the weights instead, so bundles
+built by ``mrrec bundle build`` carry none. A bundle may still ship ``adapters/*.onnx_adapter``
+for such a graph: they are loaded by name and picked per call with ``stream(adapter=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from mrrec_edge.embedder.runtime import available_cpus
+from mrrec_edge.errors import BundleError
+
+GUIDANCE_KINDS = ("json_schema", "regex", "lark_grammar")
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+ADAPTER_SUFFIX = ".onnx_adapter"
+_FIX = "rebuild the bundle with `mrrec bundle build` (needs `pip install 'mrrec-edge[train]'`)"
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """What the last call cost. Times exclude the time the caller spent between pieces."""
+
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float  # the prompt's forward pass
+    first_token_s: float  # from the call to the first token: tokenising, prefill, first pick
+    decode_s: float  # every token after the first: one forward pass each
+    finish_reason: str  # "stop" (EOS or grammar done), "length", "cancelled", "closed", "error"
+    token_ids: tuple[int, ...] = ()
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Decode speed: the first token comes from the prefill's logits, so it is not counted."""
+        if self.new_tokens < 2 or self.decode_s <= 0:
+            return 0.0
+        return (self.new_tokens - 1) / self.decode_s
+
+
+def _import_og() -> Any:
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:
+        raise BundleError(
+            "onnxruntime-genai is not installed (it runs the bundle's LLM): "
+            "pip install onnxruntime-genai"
+        ) from exc
+    return og
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_chat_template(folder: Path) -> str | None:
+    """The folder's chat template: chat_template.jinja, else tokenizer_config.json's entry."""
+    path = folder / CHAT_TEMPLATE_FILE
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(template, str) and template:
+            return template
+    return None
+
+
+def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"messages[{i}] is not a dict")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"messages[{i}] has no role")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}] content must be a string")
+        checked.append({"role": role, "content": content})
+    if not checked:
+        raise ValueError("messages is empty")
+    return checked
+
+
+def _guidance_spec(guidance: tuple[str, Any]) -> tuple[str, str]:
+    try:
+        kind, spec = guidance
+    except (TypeError, ValueError):
+        raise TypeError("guidance must be a (kind, spec) pair") from None
+    if kind not in GUIDANCE_KINDS:
+        raise ValueError(f"guidance kind must be one of {', '.join(GUIDANCE_KINDS)}, not {kind!r}")
+    if kind == "json_schema" and isinstance(spec, Mapping):
+        spec = json.dumps(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"the {kind} guidance must be a non-empty string")
+    return kind, spec
+
+
+class LanguageModel:
+    """A loaded onnxruntime-genai model. Open a folder with :meth:`LanguageModel.load`.
+
+    Several streams may run at once (each has its own generator and KV cache); ``last_stats``
+    is then that of the last one to end.
+    """
+
+    def __init__(
+        self,
+        og: Any,
+        model: Any,
+        tokenizer: Any,
+        *,
+        folder: Path,
+        chat_template: str,
+        provider: str,
+        context_length: int,
+        adapters: Any = None,
+        adapter_names: tuple[str, ...] = (),
+    ) -> None:
+        self._og = og
+        self._model = model
+        self._tokenizer = tokenizer
+        self._chat_template = chat_template
+        self._adapters = adapters
+        self._eos = frozenset(int(t) for t in tokenizer.eos_token_ids)
+        self.folder = folder
+        self.provider = provider
+        self.context_length = context_length
+        self.adapter_names = adapter_names
+        self.last_stats: GenerationStats | None = None
+
+    @classmethod
+    def load(
+        cls,
+        llm_dir: Path,
+        *,
+        provider: str = "cpu",
+        threads: int | None = None,
+        adapters_dir: Path | None = None,
+    ) -> LanguageModel:
+        """Open the onnxruntime-genai folder ``llm_dir`` (a bundle's ``llm/``).
+
+        ``provider`` is the execution provider ("cpu", or e.g. "cuda", "qnn", "openvino" where
+        the matching onnxruntime-genai package is installed); ``threads`` onnxruntime's intra-op
+        threads (default: the CPUs this process may use). ``adapters_dir`` holds LoRA adapters
+        (``<name>.onnx_adapter``) for a graph exported with LoRA inputs. Raises
+        :class:`BundleError` naming the folder and what is missing or broken.
+        """
+        folder = Path(llm_dir)
+
+        def broken(what: str) -> BundleError:
+            return BundleError(f"LLM folder {folder}: {what}; {_FIX}")
+
+        if not folder.is_dir():
+            raise broken("the folder does not exist")
+        config_path = folder / "genai_config.json"
+        if not config_path.is_file():
+            raise broken("genai_config.json is missing")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            filename = str(config["model"]["decoder"]["filename"])
+            context_length = int(config["model"]["context_length"])
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise broken(f"genai_config.json is unreadable ({exc})") from exc
+        except (KeyError, TypeError) as exc:
+            what = "genai_config.json lacks model.decoder.filename or model.context_length"
+            raise broken(what) from exc
+        if not (folder / filename).is_file():
+            raise broken(f"{filename} is missing")
+        chat_template = read_chat_template(folder)
+        if chat_template is None:
+            raise broken(f"it has no chat template ({CHAT_TEMPLATE_FILE})")
+
+        og = _import_og()
+        where = f"onnxruntime-genai {og.__version__} ({provider})"
+        try:
+            og_config = og.Config(str(folder))
+            og_config.clear_providers()
+            if provider != "cpu":
+                og_config.append_provider(provider)
+            threads = threads or available_cpus()
+            session = {"intra_op_num_threads": threads}
+            og_config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
+            model = og.Model(og_config)
+        except Exception as exc:  # og raises RuntimeError with ORT's message
+            hint = ""
+            if provider != "cpu":
+                hint = f"; is the onnxruntime-genai package for {provider} installed?"
+            what = f"{filename} cannot be loaded by {where}: {_first_line(exc)}{hint}"
+            raise broken(what) from exc
+        try:
+            tokenizer = og.Tokenizer(model)
+        except Exception as exc:
+            raise broken(f"its tokenizer cannot be loaded ({_first_line(exc)})") from exc
+
+        adapters, names = None, ()
+        files = sorted(Path(adapters_dir).glob(f"*{ADAPTER_SUFFIX}")) if adapters_dir else []
+        if files:
+            try:
+                adapters = og.Adapters(model)
+                for path in files:
+                    adapters.load(str(path), path.name.removesuffix(ADAPTER_SUFFIX))
+            except Exception as exc:
+                raise broken(f"adapter {path.name} cannot be loaded ({_first_line(exc)})") from exc
+            names = tuple(path.name.removesuffix(ADAPTER_SUFFIX) for path in files)
+        return cls(
+            og,
+            model,
+            tokenizer,
+            folder=folder,
+            chat_template=chat_template,
+            provider=provider,
+            context_length=context_length,
+            adapters=adapters,
+            adapter_names=names,
+        )
+
+    @property
+    def model_type(self) -> str:
+        return str(self._model.type)
+
+    @property
+    def chat_template(self) -> str:
+        return self._chat_template
+
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt for ``messages`` (``[{"role": "user", "content": "..."}]``) in the
+        bundle's chat template (ChatML for SmolLM2), ending with the assistant's turn."""
+        checked = _check_messages(messages)
+        return self._tokenizer.apply_chat_template(
+            json.dumps(checked),
+            template_str=self._chat_template,
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(text)]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        import numpy as np
+
+        return self._tokenizer.decode(np.asarray(token_ids, dtype=np.int32))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text))
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 256,
+        min_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        guidance: tuple[str, Any] | None = None,
+        cancel: threading.Event | None = None,
+        adapter: str | None = None,
+    ) -> Iterator[str]:
+        """Generate a continuation of ``prompt`` (already templated), yielding text pieces.
+
+        Greedy when ``temperature`` is 0 (the default, deterministic); otherwise samples with
+        ``top_p``/``top_k`` (0: no top-k cut), from ``seed`` when given. ``min_new_tokens``
+        holds the end-of-sequence token back until that many tokens are out (benchmarks time
+        equal lengths with it). ``guidance`` is ``(kind, spec)`` with kind in
+        :data:`GUIDANCE_KINDS` (a JSON schema may be a dict). Setting ``cancel`` stops before
+        the next token (the prompt's forward pass cannot be interrupted). Arguments are checked
+        here, before the first piece; :attr:`last_stats` holds the timings once the iterator is
+        exhausted, stopped or closed.
+        """
+        started = perf_counter()
+        og = self._og
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if not 0 <= min_new_tokens <= max_new_tokens:
+            raise ValueError("min_new_tokens must be between 0 and max_new_tokens")
+        if temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if adapter is not None and adapter not in self.adapter_names:
+            known = ", ".join(self.adapter_names) or "none"
+            raise ValueError(f"unknown adapter {adapter!r} (this bundle has: {known})")
+        tokens = self._tokenizer.encode(prompt)
+        if len(tokens) == 0:
+            raise ValueError("the prompt is empty")
+        if len(tokens) >= self.context_length:
+            raise ValueError(
+                f"the prompt has {len(tokens)} tokens; the model's context is {self.context_length}"
+            )
+        max_length = min(len(tokens) + max_new_tokens, self.context_length)
+        options: dict[str, Any] = {"max_length": max_length, "batch_size": 1}
+        if min_new_tokens:
+            options["min_length"] = min(len(tokens) + min_new_tokens, max_length)
+        if temperature > 0:
+            options.update(
+                do_sample=True,
+                temperature=float(temperature),
+                top_p=float(top_p),
+                top_k=int(top_k),
+                random_seed=-1 if seed is None else int(seed),
+            )
+        else:
+            options["do_sample"] = False
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(**options)
+        kind = None
+        try:
+            if guidance is not None:
+                kind, spec = _guidance_spec(guidance)
+                params.set_guidance(kind, spec)
+            generator = og.Generator(self._model, params)
+        except RuntimeError as exc:  # llguidance compiles the grammar here
+            if kind is None:
+                raise
+            raise ValueError(f"invalid {kind} guidance: {exc}") from exc
+        if adapter is not None:
+            generator.set_active_adapter(self._adapters, adapter)
+        return self._run(generator, tokens, max_length, cancel, perf_counter() - started)
+
+    def _run(
+        self,
+        generator: Any,
+        tokens: Any,
+        max_length: int,
+        cancel: threading.Event | None,
+        prepare_s: float,
+    ) -> Iterator[str]:
+        # Runs from the first next(): time spent before it by the caller is not counted.
+        started = perf_counter() - prepare_s
+        decoder = self._tokenizer.create_stream()
+        new: list[int] = []
+        prefill_s = first_token_s = decode_s = 0.0
+        finish = "closed"
+        try:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                return
+            t = perf_counter()
+            generator.append_tokens(tokens)  # runs the prompt's forward pass
+            prefill_s = perf_counter() - t
+            while not generator.is_done():
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                t = perf_counter()
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                piece = decoder.decode(token)
+                if new:
+                    decode_s += perf_counter() - t
+                else:
+                    first_token_s = perf_counter() - started
+                new.append(token)
+                if piece:
+                    yield piece
+            else:
+                at_limit = generator.token_count() >= max_length
+                hit_eos = bool(new) and new[-1] in self._eos
+                finish = "length" if at_limit and not hit_eos else "stop"
+        except Exception:
+            finish = "error"
+            raise
+        finally:
+            self.last_stats = GenerationStats(
+                prompt_tokens=len(tokens),
+                new_tokens=len(new),
+                prefill_s=prefill_s,
+                first_token_s=first_token_s,
+                decode_s=decode_s,
+                finish_reason=finish,
+                token_ids=tuple(new),
+            )
+
+    def generate(self, prompt: str, **options: Any) -> str:
+        """The whole continuation of ``prompt`` at once; takes :meth:`stream`'s options."""
+        return "".join(self.stream(prompt, **options))
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.model_type!r}, {self.provider}, {self.folder})"
