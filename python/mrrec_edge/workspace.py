@@ -164,7 +164,15 @@ class Workspace:
 
     # -- memory construction and feedback -------------------------------------------------
 
-    def memory_builder(self) -> MemoryBuilder:
+    def memory_builder(self, summarizer: str = "stats") -> MemoryBuilder:
+        """A builder with the ``stats`` summarizer (no model, instant) or the ``model`` one (the
+        bundle's LLM writes the statements; seconds per category on a CPU)."""
+        if summarizer == "model":
+            from mrrec_edge.memory.model_summarizer import ModelSummarizer
+
+            return MemoryBuilder(self.store, ModelSummarizer(self.model))
+        if summarizer != "stats":
+            raise ValueError(f"summarizer must be 'stats' or 'model', not {summarizer!r}")
         return MemoryBuilder(self.store, StatsSummarizer())
 
     def feedback(

@@ -781,6 +781,13 @@ fn ranking_metrics<'py>(
     Ok(out)
 }
 
+/// Text made safe to show the model as data: no protocol tags, no control characters (the very
+/// escaping the orchestrator applies, for prompts built in Python such as the model summarizer's).
+#[pyfunction]
+fn escape_text(text: &str) -> String {
+    crate::orchestrator::escape(text)
+}
+
 #[pyfunction]
 fn import_kinds<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, ImportKind::ALL.iter().map(|k| k.name()))
@@ -796,6 +803,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyOrchestrator>()?;
     m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(import_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(escape_text, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.progress import TaskID
 
 from mrrec_edge._core import import_kinds
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
@@ -135,3 +136,174 @@ def stats_command(settings: Settings, as_json: bool) -> None:
     out_console.print(f"memory        {memory}")
     pending = stats["pending_embeddings"]
     out_console.print(f"to embed      {pending['items']} items, {pending['memory']} memory entries")
+
+
+BUILD_HELP = """Build the scenario dataset (versioned splits and queries) from MovieLens 100K.
+
+\b
+Per user, the target is the last interaction rated 4+ with at least --min-history
+interactions strictly before it; everything at or after it is dropped (no leakage).
+Users are split 80/10/10 (train/val/test) by --seed; each gets one query naming a
+coarse facet of the target (a genre or keyword) and a use case, never its title.
+
+\b
+Writes examples.jsonl, history/ (importable with `mrrec import movielens-100k`),
+manifest.json and datasheet.md to --out, atomically. With --prepare HOME it also
+makes HOME a ready workspace for training and evaluation: the catalog and histories
+imported and embedded, every user's local memory (statistical summarizer), and global
+memory from the train users only. A complete HOME for the same dataset and embedder
+is kept as is; an interrupted one resumes. The embedder comes from this home's bundle.
+"""
+
+
+def _scenario_sources(
+    source: Path, keywords: Path | None, no_keywords: bool
+) -> tuple[Path, Path | None]:
+    ml100k = source / "movielens-100k" if (source / "movielens-100k").is_dir() else source
+    if no_keywords:
+        return ml100k, None
+    if keywords is None:
+        default = source / "movielens-25m-keywords" / "movies_w_keywords.csv"
+        keywords = default if default.is_file() else None
+        if keywords is None:
+            note(f"[yellow]no keyword file at {default}[/]: every facet will be a genre")
+    return ml100k, keywords
+
+
+@data_group.command("build", help=BUILD_HELP)
+@click.option(
+    "--source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    show_default=True,
+    help="Folder with movielens-100k/ and movielens-25m-keywords/, or a MovieLens 100K folder.",
+)
+@click.option(
+    "--keywords",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="MovieLens 25M keyword CSV (default: in SOURCE/movielens-25m-keywords/).",
+)
+@click.option("--no-keywords", is_flag=True, help="No keyword enrichment: genre facets only.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Dataset folder (default: <home>/datasets/ml100k-scenarios-v1).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Splits and queries.")
+@click.option("--min-history", default=10, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--users-limit", type=click.IntRange(1), help="Only the first N users by id (trials)."
+)
+@click.option(
+    "--prepare",
+    "prepare_home",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="HOME",
+    help="Also prepare HOME as a workspace for this dataset (see above).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest's counts as JSON.")
+@click.pass_obj
+def build_command(
+    settings: Settings,
+    source: Path,
+    keywords: Path | None,
+    no_keywords: bool,
+    out: Path | None,
+    seed: int,
+    min_history: int,
+    users_limit: int | None,
+    prepare_home: Path | None,
+    as_json: bool,
+) -> None:
+    from mrrec_edge.scenarios import DATASET_VERSION, build_scenarios
+
+    ml100k, keywords = _scenario_sources(source, keywords, no_keywords)
+    out = out or settings.datasets_path / DATASET_VERSION
+    with progress_bar(counts=False) as bar:
+        bar.add_task("building scenarios", total=None)
+        manifest = build_scenarios(
+            ml100k,
+            out,
+            keywords_csv=keywords,
+            seed=seed,
+            min_history=min_history,
+            users_limit=users_limit,
+        )
+    result: dict[str, object] = {"out": str(out), "counts": manifest["counts"]}
+    if prepare_home is not None:
+        result["prepared"] = _prepare_with_progress(settings, out, prepare_home)
+    if as_json:
+        emit_json(result)
+        return
+    counts = manifest["counts"]
+    splits = ", ".join(f"{s} {v['users']}" for s, v in counts["splits"].items())
+    out_console.print(f"built {counts['examples']} examples ({splits}) in {out}")
+    out_console.print(
+        f"histories: {counts['interactions']['history']} interactions; "
+        f"{counts['interactions']['dropped_at_or_after_target']} at or after a target dropped"
+    )
+    if prepare_home is not None:
+        out_console.print(f"workspace ready: {prepare_home}")
+
+
+def _prepare_with_progress(settings: Settings, dataset: Path, home: Path) -> dict[str, object]:
+    from mrrec_edge.scenarios import prepare_workspace, prepared_marker
+
+    labels = {
+        "import": "importing histories",
+        "embed": "embedding",
+        "memory": "building local memory",
+        "global": "building global memory",
+        "index": "indexing",
+    }
+    with progress_bar() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        prepare_workspace(dataset, home, bundle=settings.bundle_path, progress=on_progress)
+    return prepared_marker(home) or {}
+
+
+@data_group.command("global-memory")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--split",
+    type=click.Choice(["train"]),
+    default="train",
+    show_default=True,
+    help="Whose choices to learn from (val and test never feed global memory).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def global_memory_command(settings: Settings, dataset: Path, split: str, as_json: bool) -> None:
+    """Replace this home's global memory with what DATASET's train users chose.
+
+    The home needs the dataset's catalog (`mrrec import movielens-100k DATASET/history
+    --keywords DATASET/catalog/movies_w_keywords.csv`) and an embedder. Re-runnable.
+    """
+    from mrrec_edge.memory.global_memory import build_global_memory
+    from mrrec_edge.scenarios import load_examples, load_manifest
+
+    load_manifest(dataset)
+    examples = load_examples(dataset)
+    with Workspace(settings) as ws:
+        _ = ws.embedder  # no embedder: say how to build one before any work
+        with progress_bar() as bar:
+            task = bar.add_task(
+                "building global memory", total=sum(e["split"] == split for e in examples)
+            )
+            report = build_global_memory(
+                ws, examples, split=split, progress=lambda n: bar.advance(task, n)
+            )
+        ws.store.open_indexes()
+    if as_json:
+        emit_json(report)
+    else:
+        out_console.print(
+            f"global memory: {report['entries']} entries in {report['categories']} categories "
+            f"from {report['choices']} {split} choices"
+        )

@@ -55,10 +55,11 @@ def search_command(
 @click.option("--all", "all_users", is_flag=True, help="Every user in the store.")
 @click.option(
     "--summarizer",
-    type=click.Choice(["stats"]),
+    type=click.Choice(["stats", "model"]),
     default="stats",
     show_default=True,
-    help="stats: counts, averages and the user's own favourites, no model.",
+    help="stats: counts, averages and the user's own favourites, no model (instant). model: the "
+    "bundle's LLM writes each pattern and the profile, citing records (seconds per category).",
 )
 @click.option("--resume", is_flag=True, help="Skip users whose memory is already built.")
 @click.option("--no-embed", is_flag=True, help="Leave the new entries for `mrrec index rebuild`.")
@@ -82,7 +83,7 @@ def build_command(
         targets = list(users) or ws.store.users()
         with progress_bar() as bar:
             task = bar.add_task("building memory", total=len(targets))
-            totals = ws.memory_builder().build_all(
+            totals = ws.memory_builder(summarizer).build_all(
                 targets, resume=resume, progress=lambda n: bar.advance(task, n)
             )
         totals["embedded"] = 0 if no_embed else embed_with_progress(ws)

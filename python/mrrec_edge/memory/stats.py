@@ -28,7 +28,7 @@ def _themes(records: Sequence[Record], top: int = 4) -> list[str]:
     return [k for k, c in counts.most_common(top) if c >= 2]
 
 
-def _by_strength(records: Sequence[Record], liked: bool) -> list[Record]:
+def by_strength(records: Sequence[Record], liked: bool) -> list[Record]:
     # Strongest feeling first; among equals, the most recent.
     def key(r: Record) -> tuple[float, int]:
         s = signal(r) or 0.0
@@ -44,8 +44,8 @@ class StatsSummarizer:
         self, category: str, records: Sequence[Record], user_mean: float | None
     ) -> PatternSummary:
         scored = [r for r in records if signal(r) is not None]
-        liked = _by_strength([r for r in scored if signal(r) >= LIKED], liked=True)[:4]
-        disliked = _by_strength([r for r in scored if signal(r) <= DISLIKED], liked=False)[:3]
+        liked = by_strength([r for r in scored if signal(r) >= LIKED], liked=True)[:4]
+        disliked = by_strength([r for r in scored if signal(r) <= DISLIKED], liked=False)[:3]
         avg = mean_signal(scored)
         overview = f"{category}: {len(records)} in the history"
         if avg is not None:
@@ -94,7 +94,7 @@ class StatsSummarizer:
                 w = worst[1]
                 text = f"Least liked category: {w.category} ({w.mean:.1f}/5 over {w.count})."
                 chunks.append(Chunk(text, [worst[0]]))
-        favourites = _by_strength([r for r in scored if signal(r) >= LIKED], liked=True)[:5]
+        favourites = by_strength([r for r in scored if signal(r) >= LIKED], liked=True)[:5]
         if favourites:
             chunks.append(
                 Chunk(
