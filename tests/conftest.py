@@ -58,7 +58,7 @@ def _llm_bundle_key() -> str:
     import hashlib
     import importlib.metadata
 
-    from training.export import find_base_gguf
+    from training.export import adapter_digest, default_adapter, find_base_gguf
 
     from mrrec_edge.embedder.runtime import sha256_file
     from tests.helpers import ROOT
@@ -69,12 +69,15 @@ def _llm_bundle_key() -> str:
     digest.update((ROOT / "python/mrrec_edge/embedder/export.py").read_bytes())
     for dist in ("onnxruntime-genai", "onnxruntime", "transformers", "torch", "onnx", "onnx-ir"):
         digest.update(f"{dist}={importlib.metadata.version(dist)}".encode())
+    if (committed := default_adapter()) is not None:
+        digest.update(adapter_digest(committed[0])[0].encode())
     return digest.hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
 def llm_bundle_dir() -> Path:
-    """A complete int8 bundle (LLM + embedder + manifest), built once and cached across runs.
+    """The default int8 bundle (LLM + embedder + manifest; the committed RL-tuned adapter merged
+    when there is one, as `mrrec bundle build` does), built once and cached across runs.
 
     The build takes about a minute, so it lives in ``~/.cache/mrrec-edge/test-bundles/<key>``
     (``$MRREC_TEST_BUNDLE_CACHE`` overrides the folder), keyed by the base model's sha256, the
@@ -90,7 +93,7 @@ def llm_bundle_dir() -> Path:
     for module in ("torch", "transformers", "onnxruntime_genai", "onnx_ir", "gguf", "onnx"):
         if importlib.util.find_spec(module) is None:
             unavailable(f"{module} is not installed (the `train` extra)")
-    from training.export import find_base_gguf
+    from training.export import default_adapter, find_base_gguf
 
     from mrrec_edge.bundle import Bundle, build_bundle
     from mrrec_edge.embedder.export import find_source_model
@@ -107,7 +110,9 @@ def llm_bundle_dir() -> Path:
     try:
         Bundle.load(path)
     except BundleError:
-        build_bundle(path, precision="int8")  # atomic: a half-built bundle is never seen here
+        adapter, run = default_adapter() or (None, None)
+        # Atomic: a half-built bundle is never seen here.
+        build_bundle(path, precision="int8", adapter=adapter, training_run=run)
     os.utime(path)
     # Drop bundles of older export code nobody used for a week (330 MB each).
     for other in cache.iterdir():

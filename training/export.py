@@ -69,6 +69,9 @@ RECORDED_VERSIONS = (
     "peft",
     SOURCE_PACKAGE,
 )
+#: The committed result of the real training run (a PEFT LoRA folder plus run.json): when it is
+#: there, `mrrec bundle build` merges it by default, so the default bundle is the RL-tuned model.
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "adapter"
 SMOKE_MESSAGES = [{"role": "user", "content": "Name one classic movie."}]
 SMOKE_TOKENS = 8
 
@@ -115,6 +118,23 @@ def find_base_gguf() -> Path:
         if path.is_file():
             return path
     raise BundleError(f"the installed {SOURCE_PACKAGE} has no {GGUF_FILE}; {hint}")
+
+
+def default_adapter() -> tuple[Path, dict[str, Any]] | None:
+    """The committed adapter and its training run (``{"run_id", "metrics"}``), or None."""
+    if not (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file():
+        return None
+    run: dict[str, Any] = {}
+    run_file = DEFAULT_ADAPTER_DIR / "run.json"
+    if run_file.is_file():
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+    metrics = {
+        k: v
+        for k, v in (run.get("metrics") or {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    run_id = str(run.get("run_id") or "committed")
+    return DEFAULT_ADAPTER_DIR, {"run_id": run_id, "metrics": metrics}
 
 
 def adapter_digest(adapter: Path) -> tuple[str, dict[str, dict[str, Any]]]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import BundleError
+from mrrec_edge.files import replace_dir
 
 if TYPE_CHECKING:
     from mrrec_edge.embedder import Embedder
@@ -76,30 +77,6 @@ def folder_records(folder: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing ``target`` is moved aside first, then deleted.
-
-    ``new`` must be on the same filesystem (a temporary folder beside ``target``), so each rename
-    is atomic; if the second one fails, the previous ``target`` is put back.
-    """
-    old: Path | None = None
-    if target.exists() or target.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -330,6 +307,12 @@ def _missing_train_extra(name: str | None) -> BundleError:
         f"building the LLM needs the `train` extra ({name} is missing): "
         "pip install 'mrrec-edge[train]'"
     )
+
+
+def default_adapter() -> tuple[Path, dict[str, Any]] | None:
+    """The RL-tuned adapter committed with ``training/`` and its run facts, or None (then the
+    default bundle is the base model)."""
+    return _import_llm_exporter().default_adapter()
 
 
 def build_bundle(

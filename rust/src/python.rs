@@ -556,6 +556,77 @@ impl PyMemoryStore {
         Ok(entries.into_iter().map(PyMemoryEntry::from).collect())
     }
 
+    /// Adds a user with no history yet; True if new.
+    fn add_user(&self, py: Python<'_>, user: &str) -> PyResult<bool> {
+        py.detach(|| self.inner.add_user(user)).py_err(py)
+    }
+
+    #[pyo3(signature = (user, title = ""))]
+    fn create_conversation(&self, py: Python<'_>, user: &str, title: &str) -> PyResult<i64> {
+        py.detach(|| self.inner.create_conversation(user, title)).py_err(py)
+    }
+
+    fn rename_conversation(&self, py: Python<'_>, id: i64, title: &str) -> PyResult<()> {
+        py.detach(|| self.inner.rename_conversation(id, title)).py_err(py)
+    }
+
+    fn delete_conversation(&self, py: Python<'_>, id: i64) -> PyResult<bool> {
+        py.detach(|| self.inner.delete_conversation(id)).py_err(py)
+    }
+
+    /// A user's conversations, most recently active first.
+    #[pyo3(signature = (user, *, limit = 100))]
+    fn list_conversations<'py>(&self, py: Python<'py>, user: &str, limit: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let list = py.detach(|| self.inner.list_conversations(user, limit)).py_err(py)?;
+        list.into_iter()
+            .map(|c| {
+                let d = PyDict::new(py);
+                d.set_item("id", c.id)?;
+                d.set_item("user", c.user)?;
+                d.set_item("title", c.title)?;
+                d.set_item("created_at", c.created_at)?;
+                d.set_item("updated_at", c.updated_at)?;
+                d.set_item("messages", c.messages)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Appends a message (`payload`: a JSON string) and returns its id.
+    #[pyo3(signature = (conversation_id, role, content, payload = "{}"))]
+    fn add_message(
+        &self,
+        py: Python<'_>,
+        conversation_id: i64,
+        role: &str,
+        content: &str,
+        payload: &str,
+    ) -> PyResult<i64> {
+        py.detach(|| self.inner.add_message(conversation_id, role, content, payload)).py_err(py)
+    }
+
+    /// Rewrites a streaming message's content (and payload when given).
+    #[pyo3(signature = (id, content, payload = None))]
+    fn update_message(&self, py: Python<'_>, id: i64, content: &str, payload: Option<&str>) -> PyResult<()> {
+        py.detach(|| self.inner.update_message(id, content, payload)).py_err(py)
+    }
+
+    fn conversation_messages<'py>(&self, py: Python<'py>, conversation_id: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let msgs = py.detach(|| self.inner.conversation_messages(conversation_id)).py_err(py)?;
+        msgs.into_iter()
+            .map(|m| {
+                let d = PyDict::new(py);
+                d.set_item("id", m.id)?;
+                d.set_item("conversation_id", m.conversation_id)?;
+                d.set_item("role", m.role)?;
+                d.set_item("content", m.content)?;
+                d.set_item("payload", m.payload)?;
+                d.set_item("created_at", m.created_at)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     fn item(&self, py: Python<'_>, alias: &str) -> PyResult<PyItem> {
         py.detach(|| self.inner.item(alias)).py_err(py).map(PyItem::from)
     }

@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from mrrec_edge.bundle import PRECISIONS, PROVIDERS, Bundle, build_bundle, check_target
+from mrrec_edge.bundle import (
+    PRECISIONS,
+    PROVIDERS,
+    Bundle,
+    build_bundle,
+    check_target,
+    default_adapter,
+)
 from mrrec_edge.cli._ui import emit_json, note, out_console
 from mrrec_edge.config import Settings
 from mrrec_edge.embedder import build_embedder
@@ -34,8 +41,10 @@ def bundle_group() -> None:
 @click.option(
     "--adapter",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A PEFT LoRA adapter folder to merge into the LLM (a training run's output).",
+    help="A PEFT LoRA adapter folder to merge into the LLM (a training run's output). "
+    "Default: the RL-tuned adapter committed in training/adapter, when there is one.",
 )
+@click.option("--base", is_flag=True, help="Build the untuned base model, ignoring any adapter.")
 @click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
@@ -52,6 +61,7 @@ def build_command(
     out: Path | None,
     precision: str,
     adapter: Path | None,
+    base: bool,
     provider: str,
     embedder_quantize: str,
 ) -> None:
@@ -65,11 +75,18 @@ def build_command(
         check_target(precision, provider)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if base and adapter:
+        raise click.UsageError("give --adapter or --base, not both")
+    training_run = None
+    if not base and adapter is None and (committed := default_adapter()) is not None:
+        adapter, training_run = committed
+        note(escape(f"merging the committed RL-tuned adapter (run {training_run['run_id']})"))
     out = out or settings.bundle_path
     built = build_bundle(
         out,
         precision=precision,
         adapter=adapter,
+        training_run=training_run,
         embedder_quantize=embedder_quantize,
         provider=provider,
         progress=lambda line: note(escape(line)),

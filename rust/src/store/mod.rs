@@ -5,6 +5,7 @@
 //! change to the in-memory dense indexes after commit, so the two never drift apart silently.
 
 mod catalog;
+mod conversations;
 mod embeddings;
 mod history;
 mod indexes;
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::Stats;
 use crate::schema;
 
+pub use conversations::{Conversation, Message};
 pub use embeddings::EmbeddingTarget;
 pub use history::{Draft, FeedbackOutcome, HistoryRecord};
 pub use indexes::IndexReport;

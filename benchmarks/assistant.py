@@ -1,0 +1,131 @@
+"""The assistant over held-out scenario queries: robustness (crashes, format failures, memory-call
+rate, turns) and latency of query -> first recommendation, split into retrieval / prefill /
+decode / grounding, next to the dense baseline (query embedded and grounded directly) in the
+same run.
+
+Needs a prepared workspace (``mrrec data build --prepare HOME``, or
+``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
+home's). Queries are those of ``--splits`` (default val,test: every user there is held out from
+training and from global memory), the first ``--limit`` in file order.
+
+    python benchmarks/assistant.py --home HOME --dataset DATASET [--limit 200] [--threads 2]
+        [--bundle DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from mrrec_edge.assistant import Assistant, Done, Profile, Recommendations
+from mrrec_edge.config import load_settings
+from mrrec_edge.scenarios import load_examples
+from mrrec_edge.workspace import Workspace
+
+TARGET_S = 1.5  # DESIGN.md: query -> first recommendation on 2 cores
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--splits", default="val,test")
+    parser.add_argument("--limit", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="Write every figure and per-query row here.")
+    args = parser.parse_args()
+
+    settings = load_settings(args.home)
+    if args.bundle:
+        settings = dataclasses.replace(settings, bundle_path=args.bundle)
+    ws = Workspace(settings)
+    model = ws.bundle().load_model(threads=args.threads)
+    _ = ws.embedder
+    examples = [e for s in args.splits.split(",") for e in load_examples(args.dataset, s)]
+    examples = examples[: args.limit]
+    assistant = Assistant(ws, model)
+
+    rows, crashes = [], []
+    for n, ex in enumerate(examples, 1):
+        # The baseline first: the query alone, embedded and grounded (BLaIR-style dense retrieval).
+        t = time.perf_counter()
+        dense = ws.ground(ex["query"], user=ex["user"], k=10)
+        dense_s = time.perf_counter() - t
+        try:
+            events = list(assistant.ask(ex["user"], ex["query"], k=10))
+        except Exception:  # a crash is what this benchmark counts; it must not stop the run
+            crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
+            continue
+        done = next(e for e in events if isinstance(e, Done))
+        profile = next(e for e in events if isinstance(e, Profile))
+        recs = next(e for e in events if isinstance(e, Recommendations)).items
+        ids = [r.item.ext_id for r in recs]
+        rows.append(
+            {
+                "id": ex["id"],
+                "turns": done.stats["turns"],
+                "memory_calls": done.stats["memory_calls"],
+                "memory_tokens": done.stats["memory_tokens"],
+                "malformed_turns": done.stats["malformed_turns"],
+                "fallback": profile.reason if profile.fallback else None,
+                "recommendations": len(recs),
+                "hit@10": ex["target_item"] in ids,
+                "dense_hit@10": ex["target_item"] in [h.ext_id for h in dense],
+                "dense_s": dense_s,
+                **{f"{k}_s": v for k, v in done.timings.items()},
+            }
+        )
+        if n % 20 == 0:
+            print(f"{n}/{len(examples)} queries", file=sys.stderr, flush=True)
+
+    def col(name: str) -> list[float]:
+        return [r[name] for r in rows]
+
+    total = col("total_s")
+    summary = {
+        "queries": len(examples),
+        "completed": len(rows),
+        "crashes": len(crashes),
+        "format_failures": sum(r["malformed_turns"] > 0 for r in rows),
+        "malformed_turns": sum(col("malformed_turns")),
+        "fallback_answers": sum(r["fallback"] is not None for r in rows),
+        "short_answers": sum(r["recommendations"] < 10 for r in rows),
+        "memory_call_rate": statistics.mean(r["memory_calls"] > 0 for r in rows),
+        "memory_calls_mean": statistics.mean(col("memory_calls")),
+        "turns_mean": statistics.mean(col("turns")),
+        "memory_tokens_mean": statistics.mean(col("memory_tokens")),
+        "hit@10": statistics.mean(col("hit@10")),
+        "dense_hit@10": statistics.mean(col("dense_hit@10")),
+        "p50_total_s": percentile(total, 50),
+        "p90_total_s": percentile(total, 90),
+        **{f"p50_{k}_s": percentile(col(f"{k}_s"), 50) for k in ("retrieval", "prefill", "decode")},
+        "p50_grounding_s": percentile(col("grounding_s"), 50),
+        "p50_dense_baseline_s": percentile(col("dense_s"), 50),
+        "threads": args.threads,
+    }
+    summary["ratio_to_target"] = summary["p50_total_s"] / TARGET_S
+    summary["ratio_to_dense"] = summary["p50_total_s"] / summary["p50_dense_baseline_s"]
+    for key, value in summary.items():
+        print(f"{key:<22} {value:.4g}" if isinstance(value, float) else f"{key:<22} {value}")
+    for crash in crashes[:5]:
+        print(f"crash in {crash['id']}:\n{crash['error']}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "rows": rows, "crashes": crashes}))
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
