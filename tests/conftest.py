@@ -120,3 +120,61 @@ def llm_bundle_dir() -> Path:
         if other != path and other.is_dir() and not other.name.startswith(".") and stale:
             shutil.rmtree(other, ignore_errors=True)
     return path
+
+
+#: Users of the small scenario dataset (about 20 train, 2 val and 2 test examples).
+SMALL_USERS = 24
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scenario dataset of the first :data:`SMALL_USERS` MovieLens 100K users."""
+    from mrrec_edge.scenarios import build_scenarios
+    from tests.helpers import KEYWORDS_CSV, ML100K
+
+    out = tmp_path_factory.mktemp("scenarios") / "small"
+    build_scenarios(ML100K, out, keywords_csv=KEYWORDS_CSV, seed=0, users_limit=SMALL_USERS)
+    return out
+
+
+def _workspace_key(dataset: Path, embedder_dir: Path) -> str:
+    """What a prepared workspace depends on: the dataset, the embedder, the code that builds it."""
+    import hashlib
+
+    from mrrec_edge.embedder.runtime import sha256_file
+    from tests.helpers import ROOT
+
+    digest = hashlib.sha256(sha256_file(dataset / "manifest.json").encode())
+    digest.update(sha256_file(embedder_dir / "embedder.json").encode())
+    package = ROOT / "python" / "mrrec_edge"
+    code = [*package.glob("scenarios/*.py"), *package.glob("memory/*.py"), *package.glob("_core*")]
+    for path in sorted([*code, package / "workspace.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def prepared_home(small_dataset: Path, embedder_dir: Path) -> Path:
+    """The small dataset's prepared workspace, built once and cached across runs.
+
+    Embedding the catalog and memory takes about a minute on 2 cores, so the home lives in
+    ``~/.cache/mrrec-edge/test-workspaces/<key>`` (``$MRREC_TEST_WORKSPACE_CACHE`` overrides the
+    folder), keyed by everything it is built from; a fresh key runs the whole preparation. Tests
+    must not modify it: copy it first.
+    """
+    import os
+    import shutil
+    import time
+
+    from mrrec_edge.scenarios import prepare_workspace
+
+    default = Path("~/.cache/mrrec-edge/test-workspaces").expanduser()
+    cache = Path(os.environ.get("MRREC_TEST_WORKSPACE_CACHE", default))
+    folder = cache / _workspace_key(small_dataset, embedder_dir)
+    home = prepare_workspace(small_dataset, folder / "home", bundle=embedder_dir.parent)
+    os.utime(folder)
+    for other in cache.iterdir():  # workspaces of older code nobody used for a week
+        stale = time.time() - other.stat().st_mtime > 7 * 86400
+        if other != folder and other.is_dir() and not other.name.startswith(".") and stale:
+            shutil.rmtree(other, ignore_errors=True)
+    return home

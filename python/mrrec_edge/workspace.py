@@ -192,6 +192,74 @@ class Workspace:
         log.info("feedback %s on %s by %s: %s", action, item, user, out)
         return {**out, **refreshed, "action": action}
 
+    # -- forgetting and editing memory (the TUI's memory inspector) ---------------------------
+
+    def remembered_builder(self) -> MemoryBuilder:
+        """A stats builder that reads only the behavior records whose memory entry still exists.
+
+        Forgetting a behavior entry deletes the memory row but not the record under it (the core
+        has no API for that yet), so a plain rebuild would bring a forgotten record back.
+        """
+        return MemoryBuilder(_RememberedStore(self.store), StatsSummarizer())  # type: ignore[arg-type]
+
+    def forget(self, ids: Sequence[int]) -> dict[str, Any]:
+        """Forgets memory entries and refreshes what was derived from them.
+
+        A behavior record feeds the patterns and the profile, so the user's patterns (all of
+        them: one record less can change which categories rank among the patterns) and profile
+        are rebuilt without it; a pattern feeds the profile, which is rebuilt. A profile chunk or
+        a global entry has no dependents. Returns what was forgotten and rebuilt.
+        """
+        entries = []
+        for i in dict.fromkeys(ids):
+            try:
+                entries.append(self.store.get_memory(i))
+            except NotFoundError:
+                continue  # already gone: forgetting is idempotent
+        removed = self.store.forget_memory([e.id for e in entries])
+        # user -> rebuild the patterns too (True) or only the profile (False)
+        refresh: dict[str, bool] = {}
+        for e in entries:
+            if e.user is not None and e.tier in ("behavior", "pattern"):
+                refresh[e.user] = refresh.get(e.user, False) or e.tier == "behavior"
+        rebuilt = {"patterns": 0, "profile_chunks": 0}
+        builder = self.remembered_builder()
+        for user, patterns in refresh.items():
+            out = builder.build_user(user, categories=None if patterns else [])
+            rebuilt["patterns"] += out["patterns"]
+            rebuilt["profile_chunks"] += out["profile_chunks"]
+        if refresh and self.has_embedder():
+            self.embed_pending()
+        log.info("forgot %s (%d removed), rebuilt %s", [e.id for e in entries], removed, rebuilt)
+        return {"forgotten": removed, "users": sorted(refresh), **rebuilt}
+
+    def edit_memory(self, id: int, text: str) -> int:
+        """Rewrites a pattern, profile or global entry as forget + re-add (same tier, user,
+        categories and sources) and returns the new id. A pattern edit also rebuilds the profile.
+
+        Behavior records are what the user did, so they are not edited: forget one, or give
+        feedback on its item. A later rebuild of a pattern (feedback in its category, `mrrec
+        memory build`) replaces an edited pattern or profile with a fresh summary.
+        """
+        text = text.strip()
+        if not text:
+            raise InputError("the memory text is empty")
+        old = self.store.get_memory(id)
+        if old.tier == "behavior":
+            raise InputError(
+                f"memory #{id} is a behavior record: forget it, or give feedback on its item"
+            )
+        self.store.forget_memory([old.id])
+        new = self.store.add_memory(
+            old.tier, text, user=old.user, categories=old.categories, source_ids=old.source_ids
+        )
+        if old.tier == "pattern" and old.user is not None:
+            self.remembered_builder().build_user(old.user, categories=[])
+        if self.has_embedder():
+            self.embed_pending()
+        log.info("edited memory #%d into #%d", id, new)
+        return new
+
     # -- retrieval --------------------------------------------------------------------------
 
     def search_memory(
@@ -239,3 +307,22 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _RememberedStore:
+    """The store as memory construction should see it: a user's history without the records
+    whose behavior entry was forgotten (every record gets one on import or feedback)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def user_history(self, user: str) -> list[dict[str, Any]]:
+        live = {
+            source
+            for e in self._store.list_memory(user=user, tiers=["behavior"], limit=1 << 30)
+            for source in e.source_ids
+        }
+        return [r for r in self._store.user_history(user) if r["record_id"] in live]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

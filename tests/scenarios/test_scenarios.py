@@ -4,11 +4,8 @@ match the files, global memory from train users only, and clear errors on bad in
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import shutil
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,6 @@ import pytest
 
 from mrrec_edge import InputError
 from mrrec_edge.bundle import folder_records
-from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.memory.global_memory import (
     MAX_WORDS,
     GlobalEntry,
@@ -37,9 +33,7 @@ from mrrec_edge.scenarios import (
 from mrrec_edge.scenarios.build import Interaction, find_source, find_target, load_catalog
 from mrrec_edge.scenarios.queries import STOPWORDS, USE_CASES, fits
 from mrrec_edge.workspace import Workspace
-from tests.helpers import KEYWORDS_CSV, ML100K, ROOT, cli_json, run_cli
-
-SMALL_USERS = 24
+from tests.helpers import KEYWORDS_CSV, ML100K, cli_json, run_cli
 
 
 def _rows(path: Path) -> list[tuple[str, str, float, int]]:
@@ -66,45 +60,6 @@ def full_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def examples(full_dataset: Path) -> list[dict[str, Any]]:
     return load_examples(full_dataset)
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("scenarios") / "small"
-    build_scenarios(ML100K, out, keywords_csv=KEYWORDS_CSV, seed=0, users_limit=SMALL_USERS)
-    return out
-
-
-def _workspace_key(dataset: Path, embedder_dir: Path) -> str:
-    """What a prepared workspace depends on: the dataset, the embedder, the code that builds it."""
-    digest = hashlib.sha256(sha256_file(dataset / "manifest.json").encode())
-    digest.update(sha256_file(embedder_dir / "embedder.json").encode())
-    package = ROOT / "python" / "mrrec_edge"
-    code = [*package.glob("scenarios/*.py"), *package.glob("memory/*.py"), *package.glob("_core*")]
-    for path in sorted([*code, package / "workspace.py"]):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-@pytest.fixture(scope="module")
-def prepared_home(small_dataset: Path, embedder_dir: Path) -> Path:
-    """The small dataset's prepared workspace, built once and cached across runs.
-
-    Embedding the catalog and memory takes about a minute on 2 cores, so the home lives in
-    ``~/.cache/mrrec-edge/test-workspaces/<key>`` (``$MRREC_TEST_WORKSPACE_CACHE`` overrides the
-    folder), keyed by everything it is built from; a fresh key runs the whole preparation. Tests
-    must not modify it: copy it first.
-    """
-    default = Path("~/.cache/mrrec-edge/test-workspaces").expanduser()
-    cache = Path(os.environ.get("MRREC_TEST_WORKSPACE_CACHE", default))
-    folder = cache / _workspace_key(small_dataset, embedder_dir)
-    home = prepare_workspace(small_dataset, folder / "home", bundle=embedder_dir.parent)
-    os.utime(folder)
-    for other in cache.iterdir():  # workspaces of older code nobody used for a week
-        stale = time.time() - other.stat().st_mtime > 7 * 86400
-        if other != folder and other.is_dir() and not other.name.startswith(".") and stale:
-            shutil.rmtree(other, ignore_errors=True)
-    return home
 
 
 # -- targets and leakage --------------------------------------------------------------------

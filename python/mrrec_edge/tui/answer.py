@@ -1,0 +1,230 @@
+"""One assistant answer as the TUI shows and saves it, built from the assistant's events.
+
+:class:`Answer` folds :mod:`mrrec_edge.assistant` events into plain data (turns, memory calls,
+the ideal item profile, recommendations, feedback given on them). The same data is the JSON
+payload of the saved assistant message, so a resumed conversation shows exactly what streamed.
+:class:`AnswerRecorder` writes it to the conversation as it streams.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mrrec_edge._core import MemoryEntry, MemoryStore
+from mrrec_edge.assistant import Done, Event, Memories, Profile, Recommendations, Token, ToolCall
+
+PAYLOAD_VERSION = 1
+#: Save the streaming message after this many tokens or this many seconds, whichever comes first.
+SAVE_EVERY_TOKENS = 16
+SAVE_EVERY_S = 0.5
+
+_PROFILE_START = re.compile(r'"ideal_item_profile"\s*:\s*"')
+
+
+def memory_dict(entry: MemoryEntry, score: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": entry.id,
+        "tier": entry.tier,
+        "categories": list(entry.categories),
+        "text": entry.text,
+    }
+    if score is not None:
+        out["score"] = round(score, 6)
+    return out
+
+
+def split_turn(text: str) -> tuple[str, str, str]:
+    """A (possibly partial) model turn as (reasoning, action kind, action body).
+
+    The turn grammar is ``<think>...</think>`` then ``<tool_call>{json}</tool_call>`` or
+    ``<answer>{json}</answer>``; kind is ``""`` until the action starts.
+    """
+    think, sep, rest = text.partition("</think>")
+    think = think.removeprefix("<think>")
+    if not sep:
+        return think, "", ""
+    rest = rest.lstrip()
+    for tag, kind in (("<tool_call>", "call"), ("<answer>", "answer")):
+        if rest.startswith(tag):
+            return think, kind, rest.removeprefix(tag).split("</", 1)[0]
+    return think, "", rest
+
+
+def partial_profile(body: str) -> str:
+    """The ideal item profile from a possibly unfinished ``<answer>`` JSON body."""
+    m = _PROFILE_START.search(body)
+    if not m:
+        return ""
+    raw, escaped = [], False
+    for ch in body[m.end() :]:
+        if ch == '"' and not escaped:
+            break
+        raw.append(ch)
+        escaped = ch == "\\" and not escaped
+    text = "".join(raw)
+    if escaped:  # a dangling backslash: its escape has not streamed yet
+        text = text[:-1]
+    try:
+        out = json.loads(f'"{text}"')
+    except json.JSONDecodeError:  # a \\u escape cut short: leave it for the next token
+        whole = text.rsplit("\\", 1)[0]
+        out = json.loads(f'"{whole}"')
+    # The first half of an escaped surrogate pair waits for its second half.
+    return out[:-1] if out and "\ud800" <= out[-1] <= "\udbff" else out
+
+
+@dataclass
+class Turn:
+    text: str = ""
+    call: dict[str, Any] | None = None
+    memories: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    """Everything one question produced, as plain JSON-able data."""
+
+    query: str
+    status: str = "streaming"  # streaming | done | cancelled | error
+    error: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+    profile: dict[str, Any] | None = None
+    recommendations: list[dict[str, Any]] = field(default_factory=list)
+    feedback: dict[str, str] = field(default_factory=dict)
+    tokens: int = 0
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case Token(text=text, turn=turn):
+                while len(self.turns) <= turn:
+                    self.turns.append(Turn())
+                self.turns[turn].text += text
+                self.tokens += 1
+            case ToolCall(aspects=aspects, tier=tier, category=category):
+                self._last_turn().call = {"aspects": aspects, "tier": tier, "category": category}
+            case Memories(hits=hits):
+                self._last_turn().memories = [memory_dict(h.entry, h.score) for h in hits]
+            case Profile(profile=profile, memory_ids=ids, fallback=fallback, reason=reason):
+                self.profile = {
+                    "text": profile,
+                    "memory_ids": ids,
+                    "fallback": fallback,
+                    "reason": reason,
+                }
+            case Recommendations(items=items):
+                self.recommendations = [
+                    {
+                        "item": r.item.ext_id,
+                        "title": r.item.title,
+                        "year": r.item.year,
+                        "categories": list(r.item.categories),
+                        "score": round(r.item.score, 6),
+                        "why": r.why,
+                        "memories": [memory_dict(m) for m in r.memories],
+                    }
+                    for r in items
+                ]
+            case Done():
+                self.status = "done"
+
+    def _last_turn(self) -> Turn:
+        if not self.turns:
+            self.turns.append(Turn())
+        return self.turns[-1]
+
+    @property
+    def text(self) -> str:
+        """What the chat shows as the answer: the ideal item profile, streamed as it is written."""
+        if self.profile is not None:
+            return self.profile["text"]
+        if self.turns:
+            _think, kind, body = split_turn(self.turns[-1].text)
+            if kind == "answer":
+                return partial_profile(body)
+        return ""
+
+    @property
+    def thinking(self) -> str:
+        """The reasoning of the turn now streaming (empty once the answer is written)."""
+        if not self.turns or self.profile is not None:
+            return ""
+        return split_turn(self.turns[-1].text)[0]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "v": PAYLOAD_VERSION,
+            "query": self.query,
+            "status": self.status,
+            "error": self.error,
+            "turns": [{"text": t.text, "call": t.call, "memories": t.memories} for t in self.turns],
+            "profile": self.profile,
+            "recommendations": self.recommendations,
+            "feedback": self.feedback,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any], *, content: str = "") -> Answer:
+        """An answer as saved; one whose stream never finished (a crash) reads as interrupted."""
+        status = payload.get("status") or "done"
+        answer = cls(
+            query=payload.get("query", ""),
+            status="interrupted" if status == "streaming" else status,
+            error=payload.get("error"),
+            turns=[
+                Turn(t.get("text", ""), t.get("call"), t.get("memories") or [])
+                for t in payload.get("turns") or []
+            ],
+            profile=payload.get("profile"),
+            recommendations=payload.get("recommendations") or [],
+            feedback=payload.get("feedback") or {},
+        )
+        if answer.profile is None and content and not answer.text:
+            answer.profile = {"text": content, "memory_ids": [], "fallback": False, "reason": None}
+        return answer
+
+
+class AnswerRecorder:
+    """Saves a streaming answer into its assistant message: at once on every event but tokens,
+    and every :data:`SAVE_EVERY_TOKENS` tokens or :data:`SAVE_EVERY_S` seconds while tokens
+    stream, so a crash loses at most that much of a message and never a finished one."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        message_id: int,
+        answer: Answer,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.message_id = message_id
+        self.answer = answer
+        self.clock = clock
+        self.saves = 0
+        self._tokens_at_save = 0
+        self._saved_at = clock()
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, Token):
+            due = self.answer.tokens - self._tokens_at_save >= SAVE_EVERY_TOKENS
+            if not due and self.clock() - self._saved_at < SAVE_EVERY_S:
+                return
+        self.save()
+
+    def save(self) -> None:
+        self.store.update_message(
+            self.message_id, self.answer.text, json.dumps(self.answer.payload(), ensure_ascii=False)
+        )
+        self.saves += 1
+        self._tokens_at_save = self.answer.tokens
+        self._saved_at = self.clock()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.answer.status = status
+        self.answer.error = error
+        self.save()

@@ -1,0 +1,111 @@
+"""A recommendation card: the item, why it fits, the memories it rests on, and the keys that
+write the user's reaction to memory at once."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Static
+
+ACK = {
+    "like": ("liked", "$success"),
+    "dislike": ("disliked", "$error"),
+    "seen": ("marked as seen", "$accent"),
+}
+
+
+def ack_text(action: str) -> tuple[str, str]:
+    """How a card acknowledges feedback already written: ("rated 4/5", style)."""
+    if action.startswith("rate="):
+        return f"rated {action.removeprefix('rate=')}/5", "$warning"
+    return ACK.get(action, (action, "$accent"))
+
+
+class RecommendationCard(Widget, can_focus=True):
+    """One recommended item. ``rec`` is a recommendation as saved in the answer payload."""
+
+    BINDING_GROUP_TITLE = "Recommendation card"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "feedback('like')", "Like"),
+        Binding("d", "feedback('dislike')", "Dislike"),
+        Binding("s", "feedback('seen')", "Seen it"),
+        Binding("1", "feedback('rate=1')", "Rate 1-5", key_display="1-5"),
+        Binding("2", "feedback('rate=2')", "Rate 2", show=False),
+        Binding("3", "feedback('rate=3')", "Rate 3", show=False),
+        Binding("4", "feedback('rate=4')", "Rate 4", show=False),
+        Binding("5", "feedback('rate=5')", "Rate 5", show=False),
+        Binding("down,j", "move(1)", "Next card", show=False),
+        Binding("up,k", "move(-1)", "Previous card", show=False),
+    ]
+
+    class Feedback(Message):
+        """The user reacted to a card; the chat screen writes it to memory."""
+
+        def __init__(self, card: RecommendationCard, action: str) -> None:
+            super().__init__()
+            self.card = card
+            self.action = action
+
+    def __init__(self, rank: int, rec: dict[str, Any], feedback: str | None = None) -> None:
+        super().__init__(classes="card")
+        self.rank = rank
+        self.rec = rec
+        self.feedback = feedback
+        self.pending: str | None = None
+
+    @property
+    def item(self) -> str:
+        return str(self.rec["item"])
+
+    def compose(self) -> ComposeResult:
+        rec = self.rec
+        year = f" ({rec['year']})" if rec.get("year") else ""
+        title = Content.assemble((f"{self.rank:>2}. ", "dim"), (f"{rec['title']}{year}", "bold"))
+        yield Static(title, classes="card-title")
+        if rec.get("categories"):
+            yield Static(Content(" · ".join(rec["categories"])), classes="card-genres")
+        yield Static(
+            Content.assemble(("why ", "dim italic"), rec.get("why") or ""), classes="card-why"
+        )
+        for m in rec.get("memories") or []:
+            cite = Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), m["text"][:120])
+            yield Static(cite, classes="card-cite")
+        yield Static(classes="card-ack")
+
+    def on_mount(self) -> None:
+        self._show_ack()
+
+    def _show_ack(self) -> None:
+        ack = self.query_one(".card-ack", Static)
+        if self.pending:
+            ack.update(Content.styled(f"saving {self.pending}…", "dim"))
+        elif self.feedback:
+            text, style = ack_text(self.feedback)
+            ack.update(Content.styled(f"✓ {text}: saved to your memory", style))
+        else:
+            ack.update(Content.styled("l like · d dislike · 1-5 rate · s seen it", "dim"))
+
+    def action_feedback(self, action: str) -> None:
+        if self.pending:
+            return
+        self.pending = action
+        self._show_ack()
+        self.post_message(self.Feedback(self, action))
+
+    def acknowledge(self, action: str | None) -> None:
+        """Feedback ``action`` was written (``None``: it failed and nothing changed)."""
+        if action is not None:
+            self.feedback = action
+        self.pending = None
+        self._show_ack()
+
+    def action_move(self, step: int) -> None:
+        cards = list(self.screen.query(RecommendationCard))
+        i = cards.index(self) + step
+        if 0 <= i < len(cards):
+            cards[i].focus()

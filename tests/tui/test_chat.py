@@ -1,0 +1,186 @@
+"""The must-show flow with the real bundle and MovieLens 100K user 1, in one app session (the
+model is slow on a shared CPU): ask, watch the answer stream into ten cards, like one, find the
+like in the memory inspector, resume the saved conversation, and cancel an answer with Esc."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList
+
+from mrrec_edge.tui.answer import SAVE_EVERY_TOKENS
+from mrrec_edge.tui.screens.chat import ChatScreen
+from mrrec_edge.tui.screens.dialogs import ConversationsScreen
+from mrrec_edge.tui.screens.memory import MemoryScreen
+from mrrec_edge.tui.widgets.transcript import AssistantMessage
+from tests.tui.conftest import SIZE, make_app, wait_for
+
+QUERY = "funny movie"
+
+
+@dataclass
+class Session:
+    """What the shared session saw, for the tests below to check."""
+
+    streamed_texts: list[str] = field(default_factory=list)
+    stream_updates: int = 0
+    saved_mid_stream: dict[str, Any] | None = None
+    answer_status: str = ""
+    card_titles: list[str] = field(default_factory=list)
+    trace_text: str = ""
+    liked: dict[str, Any] = field(default_factory=dict)
+    ack: str = ""
+    top_behavior: list[str] = field(default_factory=list)
+    behavior_ids_before: set[int] = field(default_factory=set)
+    conversations: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    resumed_cards: int = 0
+    resumed_feedback: dict[str, str] = field(default_factory=dict)
+    cancelled_status: str = ""
+    cancelled_saved: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _text(widget: Any) -> str:
+    return str(widget.render())
+
+
+async def _run(home: Path) -> Session:
+    seen = Session()
+    app = make_app(home, preload_model=True)
+    async with app.run_test(size=SIZE) as pilot:
+        store = app.workspace.store
+        await wait_for(pilot, lambda: app.state == "ready", timeout=120, what="the model")
+        seen.behavior_ids_before = {
+            e.id for e in store.list_memory(user="1", tiers=["behavior"], limit=10_000)
+        }
+        # -- ask, and watch it stream
+        await pilot.click("#prompt")
+        await pilot.press(*QUERY, "enter")
+        await wait_for(pilot, lambda: app.screen.query(AssistantMessage), what="the answer")
+        view = app.screen.query_one(AssistantMessage)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 300
+        while view.answer.status == "streaming" or app.state != "ready":
+            assert loop.time() < deadline, "the answer took over 5 minutes"
+            shown = _text(view.query_one(".thinking")) + _text(view.query_one(".answer-text"))
+            if not seen.streamed_texts or seen.streamed_texts[-1] != shown:
+                seen.streamed_texts.append(shown)
+            if seen.saved_mid_stream is None and view.answer.tokens > 3 * SAVE_EVERY_TOKENS:
+                conversation = store.list_conversations("1")[0]["id"]
+                saved = store.conversation_messages(conversation)[-1]
+                seen.saved_mid_stream = {"tokens": view.answer.tokens, **saved}
+            await pilot.pause(0.05)
+        await pilot.pause()
+        seen.stream_updates = view.stream_updates
+        seen.answer_status = view.answer.status
+        seen.card_titles = [_text(c.query_one(".card-title")) for c in view.cards]
+        seen.trace_text = " ".join(_text(s) for s in app.screen.query("#trace Static"))
+        # -- like the first card
+        card = view.cards[0]
+        card.focus()
+        await pilot.press("l")
+        await wait_for(pilot, lambda: card.feedback == "like", what="the like")
+        seen.liked = dict(card.rec)
+        seen.ack = _text(card.query_one(".card-ack"))
+        # -- find it in the memory inspector
+        await pilot.press("f3")
+        memory = app.screen
+        assert isinstance(memory, MemoryScreen)
+        await wait_for(
+            pilot,
+            lambda: memory.entries and memory.entries[0].id not in seen.behavior_ids_before,
+            what="the inspector to list the like",
+        )
+        table = memory.query_one(DataTable)
+        seen.top_behavior = [str(c) for c in table.get_row_at(0)]
+        # -- the conversation was saved; resume it
+        seen.conversations = store.list_conversations("1")
+        seen.messages = store.conversation_messages(seen.conversations[0]["id"])
+        await pilot.press("f2")
+        chat = app.screen
+        assert isinstance(chat, ChatScreen)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert not chat.query(AssistantMessage)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConversationsScreen))
+        app.screen.query_one(OptionList).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: chat.query(AssistantMessage), what="the resumed answer")
+        await pilot.pause()
+        resumed = chat.query_one(AssistantMessage)
+        seen.resumed_cards = len(resumed.cards)
+        seen.resumed_feedback = {c.item: c.feedback for c in resumed.cards if c.feedback}
+        # -- Esc cancels the next answer before its next token
+        prompt = chat.query_one("#prompt", Input)
+        prompt.focus()
+        await pilot.press(*"tense", "enter")
+        await wait_for(pilot, lambda: len(chat.query(AssistantMessage)) == 2)
+        second = list(chat.query(AssistantMessage))[1]
+        await wait_for(pilot, lambda: second.answer.tokens >= 2, timeout=120, what="tokens")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not chat.generating, timeout=30, what="the cancel")
+        seen.cancelled_status = second.answer.status
+        messages = store.conversation_messages(seen.conversations[0]["id"])
+        seen.cancelled_saved = json.loads(messages[-1]["payload"])["status"]
+        assert not prompt.disabled
+        seen.errors = list(app.errors)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def session(tui_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Session:
+    import shutil
+
+    home = Path(shutil.copytree(tui_home, tmp_path_factory.mktemp("chat") / "home"))
+    return asyncio.run(_run(home))
+
+
+def test_the_answer_streams_then_shows_ten_cards(session: Session) -> None:
+    assert session.errors == []
+    assert session.answer_status == "done"
+    # The text on screen changed many times while tokens arrived, not once at the end.
+    assert session.stream_updates > 5
+    assert len(session.streamed_texts) > 5
+    assert len(session.card_titles) == 10
+    assert all(t.strip() for t in session.card_titles)
+    assert session.card_titles[0].lstrip().startswith("1.")
+    # The reasoning panel shows the question and the ideal item profile.
+    assert QUERY in session.trace_text and "ideal item" in session.trace_text
+
+
+def test_a_like_is_written_at_once_and_found_in_the_inspector(session: Session) -> None:
+    assert "liked" in session.ack
+    memory_id, _categories, text = session.top_behavior
+    assert int(memory_id) not in session.behavior_ids_before
+    assert session.liked["title"] in text and "Liked it" in text
+
+
+def test_the_conversation_was_saved_while_streaming_and_resumes(session: Session) -> None:
+    mid = session.saved_mid_stream
+    assert mid is not None and mid["role"] == "assistant"
+    payload = json.loads(mid["payload"])
+    assert payload["status"] == "streaming" and payload["query"] == QUERY
+    saved_tokens = sum(len(t["text"]) for t in payload["turns"])
+    assert saved_tokens > 0, "tokens were saved before the answer finished"
+    assert session.conversations[0]["title"] == QUERY
+    first = session.messages[:2]
+    assert [m["role"] for m in first] == ["user", "assistant"]
+    final = json.loads(first[1]["payload"])
+    assert final["status"] == "done" and len(final["recommendations"]) == 10
+    assert final["feedback"] == {session.liked["item"]: "like"}
+    assert first[1]["content"] == final["profile"]["text"]
+    # Resumed: the same ten cards, the like still acknowledged.
+    assert session.resumed_cards == 10
+    assert session.resumed_feedback == {session.liked["item"]: "like"}
+
+
+def test_escape_cancels_a_generation(session: Session) -> None:
+    assert session.cancelled_status == "cancelled"
+    assert session.cancelled_saved == "cancelled"
