@@ -30,7 +30,13 @@ from mrrec_edge.scenarios import (
     prepare_workspace,
     prepared_marker,
 )
-from mrrec_edge.scenarios.build import Interaction, find_source, find_target, load_catalog
+from mrrec_edge.scenarios.build import (
+    DEFAULT_FRACTIONS,
+    Interaction,
+    find_source,
+    find_target,
+    load_catalog,
+)
 from mrrec_edge.scenarios.queries import STOPWORDS, USE_CASES, fits
 from mrrec_edge.workspace import Workspace
 from tests.helpers import KEYWORDS_CSV, ML100K, cli_json, run_cli
@@ -124,7 +130,7 @@ def test_splits_are_disjoint_shares_stable_for_a_seed_and_differ_for_another(
     assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"])
     assert not by_split["val"] & by_split["test"]
     n = len(examples)
-    assert len(by_split["val"]) == len(by_split["test"]) == round(n * 0.1)
+    assert len(by_split["val"]) == len(by_split["test"]) == round(n * DEFAULT_FRACTIONS[1])
 
     def build(name: str, seed: int) -> dict[str, Any]:
         return build_scenarios(

@@ -231,6 +231,10 @@ def user_key(user: str) -> tuple[int, int, str]:
     return (0, int(user), "") if user.isdigit() else (1, 0, user)
 
 
+#: Train / val / test shares of the users: val and test each hold ~141 held-out queries.
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
 def assign_splits(users: Sequence[str], *, seed: int, fractions: Sequence[float]) -> dict[str, str]:
     """Disjoint train/val/test users: a seeded shuffle, then exact shares (val, test rounded)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
@@ -263,7 +267,7 @@ def build_scenarios(
     min_history: int = 10,
     liked: float = 4.0,
     min_facet_items: int = 20,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     users_limit: int | None = None,
 ) -> dict[str, Any]:
     """Builds the scenario dataset in ``out_dir`` (atomically) and returns its manifest.
