@@ -111,16 +111,27 @@ class TurnTrace(Vertical):
         super().__init__(classes="turn-trace")
         self.index = index
         self._calls_shown = False
+        self._think = Static(classes="turn-think")
+        # A turn that streams in before this widget is mounted is shown once it is.
+        self._pending: Turn | None = None
+        self._ready = False
 
     def compose(self) -> ComposeResult:
-        yield Static(classes="turn-think")
+        yield self._think
+
+    def on_mount(self) -> None:
+        self._ready = True
+        if self._pending is not None:
+            turn, self._pending = self._pending, None
+            self.sync(turn)
 
     def sync(self, turn: Turn) -> None:
+        if not self._ready:
+            self._pending = turn
+            return
         think = split_turn(turn.text)[0]
         label = Content.styled(f"turn {self.index + 1} ", "bold")
-        self.query_one(".turn-think", Static).update(
-            Content.assemble(label, (think.strip() or "…", "italic"))
-        )
+        self._think.update(Content.assemble(label, (think.strip() or "…", "italic")))
         if turn.call is not None and turn.memories and not self._calls_shown:
             self._calls_shown = True
             scope = ", ".join(x for x in (turn.call.get("tier"), turn.call.get("category")) if x)
@@ -162,7 +173,7 @@ class AnswerTrace(Vertical):
                 trace = TurnTrace(i)
                 self.mount(trace, before=self.query_one(".trace-profile"))
                 traces.append(trace)
-                trace.call_after_refresh(trace.sync, turn)
+                trace.sync(turn)
             else:
                 traces[i].sync(turn)
         profile = self.query_one(".trace-profile", Static)
