@@ -60,6 +60,9 @@ class AssistantConfig:
     max_turn_tokens: int = 640
     temperature: float = 0.0
     seed: int | None = None
+    #: Local tiers memory calls search (the evaluation's single-tier ablations narrow it); a call
+    #: naming a tier outside them searches these instead.
+    memory_tiers: tuple[str, ...] = tuple(LOCAL_TIERS)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class Done:
     used_memories: list[MemoryEntry] = field(default_factory=list)
     #: (prompt, completion) of every model turn: what training scores and learns from.
     turns: list[tuple[str, str]] = field(default_factory=list)
+    #: The global memory shown in the system prompt (the evaluation counts its tokens).
+    global_memories: list[MemoryEntry] = field(default_factory=list)
 
 
 Event = Token | ToolCall | Memories | Profile | Recommendations | Done
@@ -144,8 +149,13 @@ class Assistant:
         k: int = 10,
         include_seen: bool = False,
         cancel: threading.Event | None = None,
+        static_memory: Sequence[MemoryEntry] = (),
     ) -> Iterator[Event]:
-        """Answers ``query`` for ``user`` with ``k`` catalog items, as a stream of events."""
+        """Answers ``query`` for ``user`` with ``k`` catalog items, as a stream of events.
+
+        ``static_memory`` is shown to the model before its first turn, as if retrieved (the
+        evaluation's naive and static memory baselines); it counts in ``memory_tokens``.
+        """
         c = self.config
         store = self.ws.store
         timings = {"retrieval": 0.0, "prefill": 0.0, "decode": 0.0, "grounding": 0.0}
@@ -166,6 +176,9 @@ class Assistant:
             max_profile_chars=c.max_profile_chars,
         )
         retrieved: dict[int, MemoryEntry] = {}
+        if static_memory:
+            orch.add_memories(list(static_memory), token_count=self.model.count_tokens)
+            retrieved.update((m.id, m) for m in static_memory)
         turns: list[tuple[str, str]] = []
         action: dict[str, Any] | None = None
         turn = 0
@@ -224,11 +237,12 @@ class Assistant:
         timings["grounding"] = perf_counter() - t
         yield Recommendations(recommendations)
         timings["total"] = perf_counter() - started
-        yield Done(timings, orch.stats(), cited, turns)
+        yield Done(timings, orch.stats(), cited, turns, [h.entry for h in global_hits])
 
     def _retrieve(self, user: str, action: dict[str, Any], exclude: list[int]) -> list[MemoryHit]:
         text = "; ".join(action["aspects"])
-        tiers = [action["tier"]] if action["tier"] else LOCAL_TIERS
+        allowed = list(self.config.memory_tiers)
+        tiers = [action["tier"]] if action["tier"] in allowed else allowed
         search = {
             "vector": self.ws.embed_query(text),
             "text": text,

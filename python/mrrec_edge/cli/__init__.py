@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from mrrec_edge import __version__
-from mrrec_edge.cli import ask, bundle, data, memory
+from mrrec_edge.cli import ask, bundle, data, eval, memory
 from mrrec_edge.cli._ui import err_console
 from mrrec_edge.config import load_settings
 from mrrec_edge.errors import MrrecError
@@ -70,6 +70,7 @@ cli.add_command(memory.items_group)
 cli.add_command(memory.index_group)
 cli.add_command(bundle.bundle_group)
 cli.add_command(ask.ask_command)
+cli.add_command(eval.eval_command)
 
 
 def main(argv: list[str] | None = None) -> None:

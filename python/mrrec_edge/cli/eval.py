@@ -1,0 +1,153 @@
+"""``mrrec eval``: the evaluation harness of METHOD.md §4 on a prepared scenario workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
+from mrrec_edge.config import Settings, load_settings
+from mrrec_edge.evaluation import (
+    CATALOGS,
+    CATEGORY_BASIS,
+    ROW_NAMES,
+    EvalPlan,
+    Evaluation,
+    check_prepared,
+    default_rows,
+    metric_names,
+    parse_rows,
+    write_report,
+)
+from mrrec_edge.evaluation.report import HEADERS, gains_text
+from mrrec_edge.scenarios import SPLITS
+from mrrec_edge.workspace import Workspace
+
+_DIR = click.Path(file_okay=False, path_type=Path)
+
+EVAL_HELP = f"""Evaluate baselines, MR.Rec and its ablations on a scenario DATASET's held-out
+items, every row in this one run.
+
+Each row ranks the whole catalog for each query (the user's consumed items left out); the
+held-out item's rank gives Recall and NDCG at 10 and 100, overall, per category
+({CATEGORY_BASIS}) and per facet kind, with bootstrap 95% intervals from --seed. Memory tokens
+and seconds per query are reported for every row. The LLM rows decode greedily, so two runs
+give the same rankings.
+
+\b
+Rows (--rows, comma-separated; default: all whose model is given):
+  {", ".join(ROW_NAMES[:7])},
+  {", ".join(ROW_NAMES[7:11])},
+  {", ".join(ROW_NAMES[11:])}
+mrrec-sft and mrrec-rl need --bundle-sft / --bundle-rl; the ablations run on the most
+trained model given (rl, else sft, else base).
+"""
+
+
+@click.command("eval", help=EVAL_HELP)
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The scenario dataset (`mrrec data build`).",
+)
+@click.option(
+    "--home",
+    "eval_home",
+    type=_DIR,
+    help="The workspace prepared from it (`mrrec data build --prepare`); "
+    "default: mrrec --home, else $MRREC_HOME.",
+)
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
+@click.option("--rows", "rows_text", help="Comma-separated rows to run (default: all).")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N queries.")
+@click.option(
+    "--catalog",
+    type=click.Choice(CATALOGS),
+    default=CATALOGS[0],
+    show_default=True,
+    help="The item pool (ml25m-keywords: not yet).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Resamples."
+)
+@click.option("--bundle-base", type=_DIR, help="Base model bundle (default: the home's bundle).")
+@click.option("--bundle-sft", type=_DIR, help="SFT-only model bundle (for mrrec-sft).")
+@click.option("--bundle-rl", type=_DIR, help="RL-tuned model bundle (for mrrec-rl).")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=_DIR,
+    help="Keep per-query results in this folder and reuse those of an earlier run with the "
+    "same rows, models and workspace.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option("--report", "report_dir", type=_DIR, help="Write results.md, eval.png and JSON here.")
+@click.pass_obj
+def eval_command(
+    settings: Settings,
+    dataset: Path,
+    eval_home: Path | None,
+    split: str,
+    rows_text: str | None,
+    limit: int | None,
+    catalog: str,
+    seed: int,
+    bootstrap: int,
+    bundle_base: Path | None,
+    bundle_sft: Path | None,
+    bundle_rl: Path | None,
+    resume_dir: Path | None,
+    as_json: bool,
+    report_dir: Path | None,
+) -> None:
+    home = eval_home.expanduser() if eval_home else settings.home
+    bundles = {
+        role: path.expanduser()
+        for role, path in (("base", bundle_base), ("sft", bundle_sft), ("rl", bundle_rl))
+        if path is not None
+    }
+    rows = parse_rows(rows_text) if rows_text else default_rows(bundles)
+    plan = EvalPlan(
+        dataset=dataset,
+        rows=rows,
+        bundles=bundles,
+        split=split,
+        limit=limit,
+        seed=seed,
+        bootstrap=bootstrap,
+        catalog=catalog,
+        resume_dir=resume_dir,
+    )
+    check_prepared(home, dataset)  # before opening: a store would be created in a wrong folder
+    with Workspace(load_settings(home)) as ws:
+        evaluation = Evaluation(ws, plan)
+        with progress_bar() as bar:
+            tasks = {r: bar.add_task(r, total=len(evaluation.examples)) for r in rows}
+            results = evaluation.run(lambda row, done, _: bar.update(tasks[row], completed=done))
+    if report_dir is not None:
+        paths = write_report(results, report_dir)
+        note(f"wrote {', '.join(str(p) for p in paths)}")
+    if as_json:
+        emit_json(results)
+        return
+    _print_table(results)
+
+
+def _print_table(results: dict[str, Any]) -> None:
+    names = metric_names()
+    table = Table("row", *(HEADERS[m] for m in names), "mem tok", "s/query", box=None)
+    for name, row in results["rows"].items():
+        cells = [f"{row[m]:.3f}" for m in names]
+        cost = [f"{row['memory_tokens']:.0f}", f"{row['seconds_per_query']:.2f}"]
+        table.add_row(name, *cells, *cost)
+    out_console.print(
+        f"{results['queries']} {results['split']} queries, catalog of "
+        f"{results['catalog_size']} items"
+    )
+    out_console.print(table)
+    out_console.print(gains_text(results))
