@@ -1,0 +1,88 @@
+"""The SFT teacher on a real prepared workspace: its traces are well-formed for the Rust
+orchestrator, use only the query for their calls, cite only memories they were shown, never
+name the held-out title, and put only the model's own tokens in the loss."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def setup(small_data: tuple[Path, Path]):
+    """The workspace of the first 24 users, the base tokenizer, 8 train examples and the
+    device's assistant settings."""
+    from training.base import base_checkpoint
+    from training.recipe import RolloutConfig
+    from training.rollout import assistant_config
+    from transformers import AutoTokenizer
+
+    from mrrec_edge.scenarios import load_examples
+    from mrrec_edge.workspace import Workspace
+
+    dataset, home = small_data
+    tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint()))
+    ws = Workspace.open(home)
+    examples = load_examples(dataset, "train")[:8]
+    yield ws, tokenizer, examples, assistant_config(RolloutConfig())
+    ws.close()
+
+
+def test_traces_are_well_formed_and_honest(setup) -> None:
+    from training.sft import teacher_trace, trace_turns
+
+    from mrrec_edge.scenarios import content_words
+
+    ws, tokenizer, examples, config = setup
+    eos = tokenizer.eos_token_id
+    for example in examples:
+        for calls in (1, 2):
+            trace = teacher_trace(ws, tokenizer, example, config=config, calls=calls)
+            assert not trace.fallback, trace
+            assert len(trace.turns) == calls + 1
+            first_call = trace.turns[0][1]
+            args = json.loads(re.search(r"<tool_call>(.*)</tool_call>", first_call).group(1))
+            aspects = args["arguments"]["aspects"]
+            query = example["query"].lower()
+            assert all(set(a.lower().split()) <= set(re.findall(r"[\w']+", query)) for a in aspects)
+            prompt, answer = trace.turns[-1]
+            body = json.loads(re.search(r"<answer>(.*)</answer>", answer).group(1))
+            shown = {int(i) for i in re.findall(r"^\[m(\d+)\] ", prompt, re.MULTILINE)}
+            cited = {int(m.removeprefix("m")) for m in body["useful_memory_ids"]}
+            assert cited and cited <= shown, "cites only memories it was shown"
+            profile = body["ideal_item_profile"]
+            assert profile == trace.profile
+            assert not content_words(profile) & content_words(example["target_title"]) - {
+                "film",
+                "movie",
+            }, f"the profile names the title: {profile!r} / {example['target_title']!r}"
+            for (p, c), turn in zip(trace.turns, trace_turns(tokenizer, trace), strict=True):
+                assert "<" not in c[len("<think>") : c.index("</think>")]
+                assert turn.prompt_ids == tokenizer(p, add_special_tokens=False).input_ids
+                assert turn.completion_ids[-1] == eos  # the model learns to end its turn
+                assert tokenizer.decode(turn.completion_ids[:-1]) == c
+                # Memory text is in the prompt, never in what is scored.
+                assert "<tool_response>" not in tokenizer.decode(turn.completion_ids)
+
+
+def test_teacher_profiles_rank_the_target_high(setup) -> None:
+    """The teacher's profile grounds its target well: SFT imitates useful answers."""
+    from training.rollout import ask, catalog_cutoffs
+    from training.sft import Teacher
+
+    from mrrec_edge.assistant import Assistant
+
+    ws, tokenizer, examples, config = setup
+    cuts = catalog_cutoffs(ws)
+    ranks = []
+    for example in examples:
+        teacher = Teacher(tokenizer, ws.store, example, calls=1, config=config)
+        r = ask(Assistant(ws, teacher, config), example, cuts=cuts)
+        assert r.stats["memory_calls"] == 1 and r.stats["malformed_turns"] == 0
+        ranks.append(r.ranking.index(r.target) + 1 if r.target in r.ranking else cuts[0] + 1)
+    # Most targets land in the wide cut-off, and a good share in the top 10.
+    assert sum(rank <= cuts[0] for rank in ranks) >= len(ranks) * 0.75, ranks
+    assert sum(rank <= 10 for rank in ranks) >= 2, ranks

@@ -1,0 +1,397 @@
+"""GRPO with MR.Rec's rewards (METHOD.md §3), rolled out through the device's own loop.
+
+Each step, every query of the step's batch gets ``group_size`` rollouts of
+:meth:`mrrec_edge.assistant.Assistant.ask` with the torch policy in the model's place (see
+:mod:`training.rollout`): the Rust orchestrator's prompts and parser, hybrid memory retrieval and
+catalog grounding are the device's code. Rewards (:mod:`training.rewards`) score each rollout;
+advantages are the rewards normalised within their group. The loss is PPO's clipped objective
+per token of the model's own completions, plus ``beta`` times the k3 estimate of the KL to the
+reference policy:
+
+    ratio = exp(logp - logp_old)
+    kl    = exp(r - logp) - (r - logp) - 1
+    loss  = mean over completion tokens of  -min(ratio·A, clip(ratio, 1-eps, 1+eps)·A) + beta·kl
+
+where ``r`` is the reference's log-probability. A turn is scored as its completion given its
+prompt; retrieved memory sits in the prompts of later turns, so its tokens are never in the loss
+(nor are the system prompt, global memory and query). The mean is over all completion tokens of
+the step on a rank (token-level, as in DAPO), and DDP averages the ranks' gradients.
+
+The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
+and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
+disabled (no second copy). The shipped adapter joins both into one
+(:func:`training.lora.concat_adapters`).
+
+Why not TRL's GRPOTrainer. Its generation and multi-turn machinery own the conversation: tools
+are functions it calls from tool calls parsed in the chat template's own format, and custom
+multi-turn episodes go through an experimental ``rollout_func``/environment hook built around its
+vLLM generation path, returning one token sequence per episode. Our rollouts must be
+``Assistant.ask`` itself, whose protocol (prompt, grammar, parsing, memory budget and escaping)
+lives in the Rust orchestrator, whose turns get their memory as later prompts, and whose reward
+needs the catalog ranking that grounding produced. Wrapping that inside TRL would mean
+re-implementing the loop in its terms, which is exactly what must not happen; the loop here is
+about 200 lines and runs the same on CPU, one GPU and under ``torchrun``.
+
+Entry point: ``python -m training.grpo --recipe tiny`` (also under ``torchrun``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrrec_edge._core import ranking_metrics
+from training import data as data_mod
+from training import dist as dist_mod
+from training.dist import Dist
+from training.lora import concat_adapters, save_adapter
+from training.policy import ScoredTurn, TorchPolicy
+from training.recipe import Recipe, add_recipe_args, load_recipe
+from training.rewards import REWARDS, Rollout, check_weights
+from training.rollout import assistant_config, catalog_cutoffs, rollouts
+from training.sft import prepare
+from training.trainer import (
+    Stage,
+    autocast_dtype,
+    backward_all,
+    dummy_turn,
+    grad_norm_step,
+    load_policy,
+    logprobs,
+    optimizer_for,
+    wrap,
+)
+
+log = logging.getLogger(__name__)
+
+#: What the reward curve shows.
+PLOT_KEYS = ("reward", "reward/ranking", "format_rate", "memory_call_rate", "kl", "loss")
+
+
+def group_advantages(rewards: Sequence[float], group_size: int, *, scale: bool) -> list[float]:
+    """Each reward minus its group's mean, divided by the group's standard deviation (sample
+    std, as GRPO) when ``scale``; a group whose rewards are all equal gets zeros."""
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not form groups of {group_size}")
+    out: list[float] = []
+    for start in range(0, len(rewards), group_size):
+        group = rewards[start : start + group_size]
+        mean = sum(group) / len(group)
+        var = sum((r - mean) ** 2 for r in group) / max(1, len(group) - 1)
+        std = math.sqrt(var)
+        for r in group:
+            if std < 1e-8:
+                out.append(0.0)
+            else:
+                out.append((r - mean) / (std + 1e-4) if scale else r - mean)
+    return out
+
+
+@dataclass
+class Scored:
+    """A turn in the loss, with its rollout's advantage and, once computed, the reference's and
+    the sampling policy's log-probabilities of its tokens."""
+
+    turn: ScoredTurn
+    advantage: float
+    ref: torch.Tensor | None = None
+    old: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return len(self.turn.prompt_ids) + len(self.turn.completion_ids)
+
+
+def _pad_left(rows: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
+    out = torch.zeros((len(rows), width), device=device)
+    for i, row in enumerate(rows):
+        out[i, width - row.shape[0] :] = row.to(device)
+    return out
+
+
+def _chunks(items: list[Scored], size: int) -> list[list[Scored]]:
+    order = sorted(items, key=lambda s: s.length)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+@torch.no_grad()
+def _fill(model: Any, chunks: list[list[Scored]], attr: str, d: Dist, tok: Any, autocast: Any):
+    """Stores each turn's completion log-probabilities (no gradient) in ``attr``."""
+    for chunk in chunks:
+        logp, mask = logprobs(model, [s.turn for s in chunk], d=d, tokenizer=tok, autocast=autocast)
+        for row, s in enumerate(chunk):
+            n = len(s.turn.completion_ids)
+            setattr(s, attr, logp[row, mask.shape[1] - n :].detach().cpu())
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    old: torch.Tensor,
+    ref: torch.Tensor | None,
+    *,
+    epsilon: float,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sum over masked tokens of the clipped objective (+ KL); and the sums for the metrics."""
+    ratio = torch.exp(logp - old)
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
+    a = advantages.unsqueeze(-1)
+    per_token = -torch.minimum(ratio * a, clipped * a)
+    kl = torch.zeros_like(logp)
+    if ref is not None:
+        delta = ref - logp
+        kl = torch.exp(delta) - delta - 1
+        per_token = per_token + beta * kl
+    m = mask.float()
+    was_clipped = ((ratio - clipped).abs() > 1e-6).float()
+    return (per_token * m).sum(), {
+        "kl": (kl.detach() * m).sum(),
+        "clipped": (was_clipped * m).sum(),
+    }
+
+
+def grpo_backward(
+    trained: Any,
+    d: Dist,
+    tok: Any,
+    items: list[Scored],
+    *,
+    micro: int,
+    epsilon: float,
+    beta: float,
+    autocast: Any,
+) -> dict[str, float]:
+    """One pass of backward over ``items`` (scaled to the mean over their tokens)."""
+    chunks = _chunks(items, micro)
+    tokens = sum(len(s.turn.completion_ids) for s in items)
+    if not chunks:  # nothing here, but DDP's all-reduce needs this rank too
+        chunks = [[Scored(dummy_turn(tok), 0.0)]]
+    scale = 1.0 / tokens if tokens else 0.0
+    sums = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
+
+    def loss_of(i: int) -> torch.Tensor:
+        chunk = chunks[i]
+        logp, mask = logprobs(
+            trained, [s.turn for s in chunk], d=d, tokenizer=tok, autocast=autocast
+        )
+        width = mask.shape[1]
+        adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
+        old = (
+            _pad_left([s.old for s in chunk], width, logp.device)
+            if all(s.old is not None for s in chunk)
+            else logp.detach()
+        )
+        ref = None
+        if beta > 0 and all(s.ref is not None for s in chunk):
+            ref = _pad_left([s.ref for s in chunk], width, logp.device)
+        loss, parts = policy_loss(logp, mask, adv, old, ref, epsilon=epsilon, beta=beta)
+        if tokens:
+            sums["loss"] += float(loss.detach())
+            for k, v in parts.items():
+                sums[k] += float(v)
+        return loss * scale
+
+    backward_all(trained, d, chunks, loss_of)
+    n = max(1, tokens)
+    return {"loss": sums["loss"] / n, "kl": sums["kl"] / n, "clip_frac": sums["clipped"] / n}
+
+
+def rollout_metrics(rs: Sequence[Rollout], totals: Sequence[float], group_size: int) -> dict:
+    """Means over this rank's rollouts (every registered reward, weighted or not)."""
+    n = len(rs)
+    parts = {name: [fn(r) for r in rs] for name, fn in REWARDS.items()}
+    wide, narrow = rs[0].cutoffs
+    ranked = ranking_metrics([r.ranking for r in rs], [[r.target] for r in rs], [wide, narrow, 10])
+    stds = []
+    for start in range(0, n, group_size):
+        g = totals[start : start + group_size]
+        m = sum(g) / len(g)
+        stds.append(math.sqrt(sum((x - m) ** 2 for x in g) / len(g)))
+    turns = [r.stats.get("turns", 0) for r in rs]
+    out = {
+        "reward": sum(totals) / n,
+        "reward_std": sum(stds) / len(stds),
+        "zero_std_groups": sum(s < 1e-8 for s in stds) / len(stds),
+        "format_rate": sum(parts["format"]) / n,
+        "memory_call_rate": sum(parts["memory"]) / n,
+        "fallback_rate": sum(r.fallback for r in rs) / n,
+        "ndcg_hi": float(ranked[f"ndcg@{wide}"].mean()),
+        "ndcg_lo": float(ranked[f"ndcg@{narrow}"].mean()),
+        "ndcg@10": float(ranked["ndcg@10"].mean()),
+        "recall@10": float(ranked["recall@10"].mean()),
+        "turns": sum(turns) / n,
+        "memory_calls": sum(r.stats.get("memory_calls", 0) for r in rs) / n,
+        "memory_tokens": sum(r.stats.get("memory_tokens", 0) for r in rs) / n,
+        "malformed_turns": sum(r.stats.get("malformed_turns", 0) for r in rs) / max(1, sum(turns)),
+    }
+    out.update({f"reward/{name}": sum(v) / n for name, v in parts.items()})
+    return out
+
+
+def init_adapter(recipe: Recipe) -> Path | None:
+    """The adapter GRPO starts from (merged into the base), per ``grpo.init_adapter``."""
+    name = recipe.grpo.init_adapter
+    if not name:
+        return None
+    path = recipe.sft_dir / "adapter" if name == "sft" else Path(name)
+    if not (path / "adapter_config.json").is_file():
+        hint = " (run `python -m training.sft` with this recipe first)" if name == "sft" else ""
+        raise FileNotFoundError(f"no adapter at {path}{hint}")
+    return path
+
+
+def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
+    """Runs (or resumes) GRPO into ``recipe.grpo_dir``; returns the summary on rank 0."""
+    cfg = recipe.grpo
+    check_weights(recipe.rewards.weights)
+    if cfg.group_size < 2:
+        raise ValueError("GRPO needs a group size of at least 2 (advantages are within groups)")
+    stage = Stage(recipe, "grpo", recipe.grpo_dir, d)
+    ws, examples = prepare(recipe, d)
+    start_from = init_adapter(recipe)
+    tokenizer, model = load_policy(recipe, d, merge=start_from)
+    autocast = autocast_dtype(recipe, d.device)
+    policy = TorchPolicy(
+        model, tokenizer, device=d.device, autocast=autocast, max_batch=recipe.rollout.max_batch
+    )
+    config = assistant_config(recipe.rollout)
+    cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
+    weights = recipe.rewards.weights
+    trained = wrap(model, d)
+    optimizer, scheduler = optimizer_for(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps
+    )
+    start = stage.resume(model, optimizer, scheduler)
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        batch = data_mod.batch_for_step(
+            examples, step, cfg.queries_per_step, seed=recipe.seed, rank=d.rank, world=d.world
+        )
+        # Sampling depends on the step and rank alone, so a resumed run samples the same.
+        policy.reseed((recipe.seed * 1_000_003 + step) * 1_009 + d.rank)
+        policy.generated.clear()
+        model.eval()
+        rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
+        totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
+        advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
+        items = [
+            Scored(ScoredTurn(*policy.turn_ids(p, c)), a)
+            for r, a in zip(rs, advantages, strict=True)
+            for p, c in r.turns
+        ]
+        t_rollout = time.perf_counter() - t0
+
+        chunks = _chunks(items, cfg.micro_batch)
+        if cfg.beta > 0:
+            with model.disable_adapter():
+                _fill(model, chunks, "ref", d, tokenizer, autocast)
+        if cfg.ppo_epochs > 1:
+            _fill(model, chunks, "old", d, tokenizer, autocast)
+        model.train()
+        losses: dict[str, float] = {}
+        norm = 0.0
+        for _ in range(cfg.ppo_epochs):
+            losses = grpo_backward(
+                trained,
+                d,
+                tokenizer,
+                items,
+                micro=cfg.micro_batch,
+                epsilon=cfg.epsilon,
+                beta=cfg.beta,
+                autocast=autocast,
+            )
+            norm = grad_norm_step(model, optimizer, scheduler, cfg.max_grad_norm)
+        seconds = time.perf_counter() - t0
+        local = rollout_metrics(rs, totals, cfg.group_size)
+        local.update(losses)
+        local["completion_tokens"] = sum(len(s.turn.completion_ids) for s in items) / len(rs)
+        local.update(seconds_rollout=t_rollout, seconds_train=seconds - t_rollout, seconds=seconds)
+        metrics = d.mean(local)
+        metrics.update(
+            step=step + 1,
+            epoch=step * cfg.queries_per_step / len(examples),
+            lr=scheduler.get_last_lr()[0],
+            grad_norm=norm,
+        )
+        stage.log(metrics)
+        if d.main:
+            _log_sample(stage.out, step + 1, rs[0])
+            log.info(
+                "grpo step %d/%d reward %.3f format %.2f memory %.2f ndcg@10 %.3f kl %.4f (%.1fs)",
+                step + 1,
+                cfg.steps,
+                metrics["reward"],
+                metrics["format_rate"],
+                metrics["memory_call_rate"],
+                metrics["ndcg@10"],
+                metrics["kl"],
+                seconds,
+            )
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            stage.save_checkpoint(step + 1, model, optimizer, scheduler)
+    if d.main:
+        delta = save_adapter(model, stage.out / "grpo_adapter")
+        if start_from is not None:
+            concat_adapters(start_from, delta, stage.adapter_dir)
+        else:
+            save_adapter(model, stage.adapter_dir)
+    d.barrier()
+    return stage.finish(
+        data=data_mod.data_version(recipe.data),
+        plot_keys=PLOT_KEYS,
+        png="reward_curve.png",
+        extra={
+            "examples": len(examples),
+            "ndcg_cutoffs": list(cuts),
+            "init_adapter": str(start_from) if start_from else None,
+            "reward_weights": dict(weights),
+        },
+    )
+
+
+def _log_sample(out: Path, step: int, r: Rollout) -> None:
+    """One rollout per step in samples.jsonl, to read what the policy writes."""
+    row = {
+        "step": step,
+        "example": r.example_id,
+        "completions": [c for _, c in r.turns],
+        "profile": r.profile,
+        "fallback": r.fallback,
+        "reason": r.reason,
+        "target_rank": r.ranking.index(r.target) + 1 if r.target in r.ranking else None,
+    }
+    with open(out / "samples.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.grpo", description=__doc__.split("\n")[0]
+    )
+    add_recipe_args(parser)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.set)
+    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
+    try:
+        summary = train(recipe, d)
+        if summary is not None:
+            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
+    finally:
+        dist_mod.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""SFT warm start: teach the small model the tool protocol on well-formed teacher traces.
+
+A 135M model does not discover the protocol from RL alone (METHOD.md §3), so GRPO starts from a
+policy fine-tuned on traces in exactly the device's format. The traces are made by driving the
+assistant's own loop (``Assistant.ask``) with a scripted *teacher* in the model's place, so the
+prompts, the memory shown and its escaping are byte-for-byte what the model will see.
+
+The teacher procedure, per training example (query, user, held-out target item):
+
+1. **Reason and call memory.** ``<think>`` names the facet the query asks for and the use case,
+   then ``memory_retrieval`` is called with aspects taken from the query only: the facet's value
+   ("comedy", "based on a book") and the use case ("a long flight"). With
+   ``teacher_calls = 2`` a second call reads the profile tier ("favourite categories", "era").
+2. **Receive real memory.** The loop runs the real hybrid search over the user's history-only
+   memory (built from interactions before the target), within the real token budget.
+3. **Answer.** ``<think>`` cites the shown memories that share a category with the target, then
+   the answer gives an ideal item profile built from the target's real attributes: its decade,
+   its genres and its keywords, the keywords that also occur in the shown memories first. The
+   title is never used: keywords sharing a content word with the title are dropped (as the
+   scenario queries do). ``useful_memory_ids`` are those cited memories (at most three, and only
+   ids the model was shown).
+
+So the traces use the held-out item the way a hindsight label does (the profile describes what
+the user went on to choose), while every call and citation is something the model could have
+done from the query and its memory. Loss is on the model's own tokens only: each turn's
+completion and its end-of-turn token, never the prompt, the global memory or the retrieved
+memory (which live in later prompts).
+
+Entry point: ``python -m training.sft --recipe tiny`` (also under ``torchrun``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrrec_edge._core import MemoryEntry, MemoryStore
+from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
+from mrrec_edge.scenarios import Facet, content_words
+from mrrec_edge.scenarios.queries import NOISE_KEYWORDS, canonical_keyword, is_meta_keyword
+from mrrec_edge.workspace import Workspace
+from training import data as data_mod
+from training import dist as dist_mod
+from training.dist import Dist
+from training.lora import save_adapter
+from training.policy import ScoredTurn, encode_turn
+from training.recipe import Recipe, add_recipe_args, load_recipe
+from training.rollout import assistant_config
+from training.trainer import (
+    Stage,
+    autocast_dtype,
+    backward_all,
+    dummy_turn,
+    grad_norm_step,
+    load_policy,
+    logprobs,
+    micro_batches,
+    optimizer_for,
+    wrap,
+)
+
+log = logging.getLogger(__name__)
+
+TRACES = "traces.jsonl"
+_SHOWN = re.compile(r"^\[m(\d+)\] ", re.MULTILINE)
+_TOOL_RESPONSE = "<|im_start|>user\n<tool_response>"
+
+
+class ChatTokenizer:
+    """The chat template and token counts of a Hugging Face tokenizer (the model interface's
+    text side, shared by the teacher; the policy has the same methods)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.last_stats = None
+
+    def apply_chat_template(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.replace("<", "").replace(">", "")  # the grammar's reasoning admits no '<'
+    return text if len(text) <= limit else text[: limit - 1].rstrip(" ,;") + "."
+
+
+def _strip_use_case(use_case: str) -> str:
+    for prefix in ("for ", "to "):
+        if use_case.startswith(prefix):
+            return use_case[len(prefix) :]
+    return use_case
+
+
+def _genre_words(genres: Sequence[str]) -> str:
+    words = [g.lower() for g in genres]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+class Teacher(ChatTokenizer):
+    """Writes the turns of one example's trace (see the module doc); a ``TurnModel``."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        store: MemoryStore,
+        example: Mapping[str, Any],
+        *,
+        calls: int,
+        config: AssistantConfig,
+    ) -> None:
+        super().__init__(tokenizer)
+        self.store = store
+        self.example = example
+        self.calls = max(1, min(calls, config.max_memory_calls))
+        self.config = config
+        self.target = store.item(example["target_item"])
+
+    def stream(self, prompt: str, **_: Any) -> Iterator[str]:
+        done = prompt.count(_TOOL_RESPONSE)
+        yield self.call(done) if done < self.calls else self.answer(self.shown(prompt))
+
+    def shown(self, prompt: str) -> list[MemoryEntry]:
+        """The local memories in the prompt's tool responses (not the global ones above)."""
+        body = prompt[prompt.find(_TOOL_RESPONSE) :] if _TOOL_RESPONSE in prompt else ""
+        ids = dict.fromkeys(int(m) for m in _SHOWN.findall(body))
+        return [self.store.get_memory(i) for i in ids]
+
+    def call(self, index: int) -> str:
+        facet = self.example["facet"]
+        use = _strip_use_case(self.example["use_case"])
+        if index == 0:
+            what = facet["value"].lower()
+            phrase = Facet(facet["kind"], facet["value"]).phrase()
+            think = (
+                f"They want {phrase} {self.example['use_case']}. Their memory shows which "
+                f"{what} they rated well and what they avoid."
+            )
+            args: dict[str, Any] = {"aspects": [what, use]}
+        else:
+            think = "Their overall profile says which eras and categories they favour."
+            args = {"aspects": ["favourite categories", "era"], "tier": "profile"}
+        call = json.dumps({"name": "memory_retrieval", "arguments": args}, ensure_ascii=False)
+        think = _clip(think, self.config.max_think_chars)
+        return f"<think>{think}</think>\n<tool_call>{call}</tool_call>"
+
+    def themes(self, shown: Sequence[MemoryEntry]) -> list[str]:
+        """The target's keywords minus noise, meta tags and title words; memory-backed first."""
+        title = content_words(self.target.title)
+        seen: dict[str, None] = {}
+        for k in self.target.keywords:
+            k = canonical_keyword(k)
+            if k in NOISE_KEYWORDS or is_meta_keyword(k) or content_words(k) & title:
+                continue
+            seen.setdefault(k)
+        memory_text = " ".join(m.text.lower() for m in shown)
+        return sorted(seen, key=lambda k: k not in memory_text)  # stable: backed ones first
+
+    def profile(self, shown: Sequence[MemoryEntry]) -> str:
+        t = self.target
+        decade = f"{t.year // 10 * 10}s " if t.year else ""
+        genres = _genre_words(t.categories) or "feature"
+        text = f"A {decade}{genres} film"
+        themes = self.themes(shown)
+        if themes:
+            text += " about " + ", ".join(themes)
+        return _clip(text + ".", self.config.max_profile_chars)
+
+    def answer(self, shown: Sequence[MemoryEntry]) -> str:
+        genres = set(self.target.categories)
+        relevant = [m for m in shown if set(m.categories) & genres] or list(shown[:1])
+        cited = relevant[:3]
+        if cited:
+            shared = sorted({c for m in cited for c in m.categories} & genres) or ["their taste"]
+            ids = ", ".join(f"m{m.id}" for m in cited)
+            think = f"{ids} show their taste in {', '.join(shared)}."
+        else:
+            think = "Their memory says little here, so I go by the request."
+        decade = f"the {self.target.year // 10 * 10}s" if self.target.year else "any era"
+        think += f" Best fit: {_genre_words(self.target.categories) or 'a film'} from {decade}."
+        body = json.dumps(
+            {
+                "ideal_item_profile": self.profile(shown),
+                "useful_memory_ids": [f"m{m.id}" for m in cited],
+            },
+            ensure_ascii=False,
+        )
+        return (
+            f"<think>{_clip(think, self.config.max_think_chars)}</think>\n<answer>{body}</answer>"
+        )
+
+
+@dataclass(frozen=True)
+class Trace:
+    example_id: str
+    turns: list[tuple[str, str]]
+    profile: str
+    fallback: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "example_id": self.example_id,
+            "turns": [list(t) for t in self.turns],
+            "profile": self.profile,
+            "fallback": self.fallback,
+        }
+
+
+def teacher_trace(
+    ws: Workspace,
+    tokenizer: Any,
+    example: Mapping[str, Any],
+    *,
+    config: AssistantConfig,
+    calls: int,
+) -> Trace:
+    teacher = Teacher(tokenizer, ws.store, example, calls=calls, config=config)
+    events = list(Assistant(ws, teacher, config).ask(example["user"], example["query"], k=10))
+    done = next(e for e in events if isinstance(e, Done))
+    profile = next(e for e in events if isinstance(e, Profile))
+    return Trace(example["id"], list(done.turns), profile.profile, profile.fallback)
+
+
+def build_traces(
+    ws: Workspace, tokenizer: Any, examples: Sequence[Mapping[str, Any]], *, recipe: Recipe
+) -> list[Trace]:
+    """Teacher traces for ``examples``; a trace the orchestrator did not accept is dropped."""
+    config = assistant_config(recipe.rollout)
+    out = []
+    for e in examples:
+        trace = teacher_trace(ws, tokenizer, e, config=config, calls=recipe.sft.teacher_calls)
+        if trace.fallback:
+            log.warning("teacher trace of %s fell back; skipped", e["id"])
+            continue
+        out.append(trace)
+    return out
+
+
+def trace_turns(tokenizer: Any, trace: Trace) -> list[ScoredTurn]:
+    """The scored sequences of a trace: each turn's completion plus its end-of-turn token."""
+    return [ScoredTurn(*encode_turn(tokenizer, p, c, end=True)) for p, c in trace.turns]
+
+
+def _load_traces(path: Path) -> list[Trace]:
+    rows = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [
+        Trace(r["example_id"], [tuple(t) for t in r["turns"]], r["profile"], r["fallback"])
+        for r in rows
+    ]
+
+
+def prepare(recipe: Recipe, d: Dist) -> tuple[Workspace, list[dict[str, Any]]]:
+    """The dataset and workspace (built by rank 0, prepared under a lock) and the examples."""
+    if d.main:
+        data_mod.build_dataset(recipe.data)
+    d.barrier()
+    data_mod.prepare_home(recipe.data)
+    return data_mod.open_workspace(recipe.data), data_mod.examples(recipe.data)
+
+
+def sft_backward(
+    trained: Any,
+    d: Dist,
+    tokenizer: Any,
+    turns: Sequence[ScoredTurn],
+    micro: int,
+    autocast: torch.dtype | None,
+) -> tuple[float, int]:
+    """Backward of the mean negative log-likelihood of the completions' tokens; returns (sum of
+    the NLL, completion tokens)."""
+    groups = micro_batches(turns, micro) or [[dummy_turn(tokenizer)]]
+    tokens = sum(len(t.completion_ids) for t in turns)
+    scale = 1.0 / tokens if tokens else 0.0  # a rank's dummy batch adds nothing
+    total = 0.0
+
+    def loss_of(i: int) -> torch.Tensor:
+        nonlocal total
+        logp, mask = logprobs(trained, groups[i], d=d, tokenizer=tokenizer, autocast=autocast)
+        nll = -(logp * mask).sum()
+        if tokens:
+            total += float(nll.detach())
+        return nll * scale
+
+    backward_all(trained, d, groups, loss_of)
+    return total, tokens
+
+
+def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
+    """Runs (or resumes) the SFT stage into ``recipe.sft_dir``; returns the summary on rank 0."""
+    cfg = recipe.sft
+    stage = Stage(recipe, "sft", recipe.sft_dir, d)
+    ws, examples = prepare(recipe, d)
+    tokenizer, model = load_policy(recipe, d)
+    traces_path = stage.out / TRACES
+    if d.main and not traces_path.is_file():
+        traces = build_traces(ws, tokenizer, examples, recipe=recipe)
+        tmp = traces_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in traces), encoding="utf-8")
+        tmp.rename(traces_path)
+    d.barrier()
+    traces = _load_traces(traces_path)
+    autocast = autocast_dtype(recipe, d.device)
+    trained = wrap(model, d)
+    optimizer, scheduler = optimizer_for(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps
+    )
+    start = stage.resume(model, optimizer, scheduler)
+    model.train()
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        batch = data_mod.batch_for_step(
+            traces, step, cfg.batch_size, seed=recipe.seed, rank=d.rank, world=d.world
+        )
+        turns = [t for trace in batch for t in trace_turns(tokenizer, trace)]
+        nll, tokens = sft_backward(trained, d, tokenizer, turns, cfg.micro_batch, autocast)
+        norm = grad_norm_step(model, optimizer, scheduler, cfg.max_grad_norm)
+        seconds = time.perf_counter() - t0
+        metrics = d.mean({"loss": nll / max(1, tokens), "completion_tokens": tokens})
+        metrics.update(
+            step=step + 1,
+            epoch=(step * cfg.batch_size) / max(1, len(traces)),
+            lr=scheduler.get_last_lr()[0],
+            grad_norm=norm,
+            seconds=seconds,
+        )
+        stage.log(metrics)
+        if d.main:
+            log.info(
+                "sft step %d/%d loss %.4f (%.1fs)", step + 1, cfg.steps, metrics["loss"], seconds
+            )
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            stage.save_checkpoint(step + 1, model, optimizer, scheduler)
+    if d.main:
+        save_adapter(model, stage.adapter_dir)
+    d.barrier()
+    return stage.finish(
+        data=data_mod.data_version(recipe.data),
+        plot_keys=["loss", "grad_norm"],
+        png="loss_curve.png",
+        extra={"traces": len(traces), "examples": len(examples)},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.sft", description=__doc__.split("\n")[0]
+    )
+    add_recipe_args(parser)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.set)
+    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
+    try:
+        summary = train(recipe, d)
+        if summary is not None:
+            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
+    finally:
+        dist_mod.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
