@@ -96,3 +96,22 @@ def test_ranking_metrics_match_definitions() -> None:
     assert out["recall@1"].tolist() == [0.0, 0.0]
     assert out["recall@2"].tolist() == [1.0, 0.0]
     assert out["ndcg@10"][0] == pytest.approx(1 / np.log2(3))
+
+
+def test_forgetting_a_behavior_record_deletes_the_record_it_remembers(ws: Workspace) -> None:
+    entry = ws.store.list_memory(user="1", tiers=["behavior"], limit=1)[0]
+    history = {r["record_id"]: r for r in ws.store.user_history("1")}
+    [record] = entry.source_ids
+    item_id = history[record]["item_id"]
+    assert item_id in ws.store.consumed_item_ids("1")
+    result = ws.forget([entry.id])
+    assert result["forgotten"] == 1 and result["users"] == ["1"]
+    after = {r["record_id"] for r in ws.store.user_history("1")}
+    assert after == set(history) - {record}
+    assert item_id not in ws.store.consumed_item_ids("1")
+    # Rebuilding the memory does not bring it back, and nothing derived cites it.
+    ws.remembered_builder().build_user("1")
+    behavior = ws.store.list_memory(user="1", tiers=["behavior"], limit=100_000)
+    assert entry.item not in {e.item for e in behavior}
+    derived = ws.store.list_memory(user="1", tiers=["pattern", "profile"], limit=100_000)
+    assert all(record not in e.source_ids for e in derived)

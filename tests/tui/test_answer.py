@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,7 +13,6 @@ from hypothesis import strategies as st
 from mrrec_edge._core import MemoryStore
 from mrrec_edge.assistant import Done, Profile, Token, ToolCall
 from mrrec_edge.tui.answer import (
-    SAVE_EVERY_TOKENS,
     Answer,
     AnswerRecorder,
     partial_profile,
@@ -79,30 +79,30 @@ def test_an_answer_saved_mid_stream_reads_as_interrupted() -> None:
     assert again.status == "interrupted" and again.turns[0].text == "<think>hm"
 
 
-def test_recorder_saves_every_n_tokens_or_half_second_and_at_once_on_events(
-    tmp_path: Path,
-) -> None:
+def test_recorder_saves_every_token_and_event_so_a_crash_loses_none(tmp_path: Path) -> None:
     store = MemoryStore(tmp_path)
     store.add_user("ana")
     conversation = store.create_conversation("ana", "q")
     message = store.add_message(conversation, "assistant", "", "{}")
-    now = [0.0]
     a = Answer("q")
-    recorder = AnswerRecorder(store, message, a, clock=lambda: now[0])
-    for _ in range(SAVE_EVERY_TOKENS - 1):
-        event = Token("x", 0)
-        a.apply(event)
-        recorder.on_event(event)
-    assert recorder.saves == 0
-    now[0] += 0.6  # half a second passed: the next token saves
-    a.apply(Token("y", 0))
-    recorder.on_event(Token("y", 0))
-    assert recorder.saves == 1
-    saved = json.loads(store.conversation_messages(conversation)[0]["payload"])
-    assert saved["turns"][0]["text"] == "x" * (SAVE_EVERY_TOKENS - 1) + "y"
-    assert saved["status"] == "streaming"
-    recorder.on_event(ToolCall(["a"], None, None))
-    assert recorder.saves == 2
+    recorder = AnswerRecorder(store, message, a)
+
+    def saved() -> dict[str, Any]:
+        # A fresh connection reads only what was committed, as a restarted app would.
+        row = MemoryStore(tmp_path).conversation_messages(conversation)[0]
+        return json.loads(row["payload"])
+
+    streamed = ""
+    for piece in ["<think>", "fun", "ny", " one"]:
+        a.apply(Token(piece, 0))
+        recorder.save()
+        streamed += piece
+        # Every token applied so far is on disk, the last one included.
+        assert saved()["turns"][0]["text"] == streamed
+        assert saved()["status"] == "streaming"
+    assert recorder.saves == 4
+    a.apply(ToolCall(["a"], None, None))
+    recorder.save()
+    assert saved()["turns"][0]["text"] == "<think>funny one"
     recorder.finish("cancelled")
-    saved = json.loads(store.conversation_messages(conversation)[0]["payload"])
-    assert saved["status"] == "cancelled"
+    assert saved()["status"] == "cancelled"

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Input, OptionList
 
-from mrrec_edge.tui.answer import SAVE_EVERY_TOKENS
 from mrrec_edge.tui.screens.chat import ChatScreen
 from mrrec_edge.tui.screens.dialogs import ConversationsScreen
 from mrrec_edge.tui.screens.memory import MemoryScreen
@@ -71,7 +70,7 @@ async def _run(home: Path) -> Session:
             shown = _text(view.query_one(".thinking")) + _text(view.query_one(".answer-text"))
             if not seen.streamed_texts or seen.streamed_texts[-1] != shown:
                 seen.streamed_texts.append(shown)
-            if seen.saved_mid_stream is None and view.answer.tokens > 3 * SAVE_EVERY_TOKENS:
+            if seen.saved_mid_stream is None and view.answer.tokens > 40:
                 conversation = store.list_conversations("1")[0]["id"]
                 saved = store.conversation_messages(conversation)[-1]
                 seen.saved_mid_stream = {"tokens": view.answer.tokens, **saved}

@@ -225,17 +225,29 @@ impl MemoryStore {
         }
     }
 
-    /// Deletes memory entries everywhere: SQLite row, FTS index (by trigger) and dense index.
-    /// Returns how many existed.
+    /// Deletes memory entries everywhere: SQLite row, lexical and dense indexes; a behavior
+    /// entry's record too. Returns how many existed.
     pub fn forget_memory(&self, ids: &[i64]) -> Result<usize> {
         self.write("while forgetting memory", |tx, changes| {
             let mut removed = 0;
-            let mut stmt = tx.prepare_cached("DELETE FROM memory WHERE id = ?1")?;
+            // A behavior entry is the memory of one record: the record goes with it, or the next
+            // memory build would bring the forgotten history (and its review text) back.
+            let mut entry = tx.prepare_cached("SELECT tier, user_id, source_ids FROM memory WHERE id = ?1")?;
+            let mut delete = tx.prepare_cached("DELETE FROM memory WHERE id = ?1")?;
+            let mut delete_record = tx.prepare_cached("DELETE FROM records WHERE id = ?1 AND user_id = ?2")?;
             for id in ids {
-                if stmt.execute(params![id])? > 0 {
-                    removed += 1;
-                    changes.memory_removals.push(*id);
+                let found: Option<(i64, Option<i64>, String)> =
+                    entry.query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+                let Some((tier, user_id, source_ids)) = found else { continue };
+                if tier == Tier::Behavior as i64 {
+                    let records: Vec<i64> = serde_json::from_str(&source_ids).unwrap_or_default();
+                    for record in records {
+                        delete_record.execute(params![record, user_id])?;
+                    }
                 }
+                delete.execute(params![id])?;
+                removed += 1;
+                changes.memory_removals.push(*id);
             }
             Ok(removed)
         })

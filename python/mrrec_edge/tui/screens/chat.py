@@ -245,7 +245,7 @@ class ChatScreen(Screen[None]):
                         status = "cancelled"
                         break
                     answer.apply(event)
-                    recorder.on_event(event)
+                    recorder.save()
                     self.app.call_from_thread(show, event)
             except BaseException as exc:
                 recorder.finish("error", str(exc))
