@@ -188,21 +188,32 @@ class Assistant:
                 break
             prompt = self.model.apply_chat_template(orch.messages())
             pieces: list[str] = []
+            stream = None
             try:
-                for piece in self.model.stream(
+                stream = self.model.stream(
                     prompt,
                     max_new_tokens=c.max_turn_tokens,
                     temperature=c.temperature,
                     seed=c.seed,
                     guidance=("lark_grammar", orch.grammar()),
                     cancel=cancel,
-                ):
+                )
+                for piece in stream:
+                    if len(pieces) >= c.max_turn_tokens:
+                        # A piece past the budget: the runtime overran its token limit (or a
+                        # training policy has none). Stop it rather than stream forever.
+                        log.warning("model turn cut off at %d pieces", len(pieces))
+                        break
                     pieces.append(piece)
                     yield Token(piece, turn)
             except ValueError as exc:  # e.g. the prompt outgrew the context window
                 log.warning("model turn failed: %s", exc)
                 action = orch.finish(f"model turn failed: {exc}")
                 break
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
             gen = self.model.last_stats
             if gen is not None:
                 timings["prefill"] += gen.first_token_s

@@ -21,13 +21,14 @@ pub use import::{ImportKind, ImportOptions, ImportReport};
 pub use model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
 pub use store::{MemoryStore, StoreOptions};
 
-/// Property tests run with a fixed seed so the suite is deterministic; raise `cases` locally to
-/// hunt for bugs.
+/// Property tests run with a fixed seed so the suite is deterministic; `MRREC_PROPTEST_CASES`
+/// raises the number of cases for a long fuzzing run (docs/RELIABILITY.md).
 #[cfg(test)]
 pub(crate) fn deterministic_proptest() -> proptest::test_runner::Config {
+    let cases = std::env::var("MRREC_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512);
     proptest::test_runner::Config {
         rng_seed: proptest::test_runner::RngSeed::Fixed(20261127),
-        cases: 512,
+        cases,
         ..Default::default()
     }
 }

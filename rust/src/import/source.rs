@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Location, Result};
 
+/// Longest value one field of an import file may hold (64 KiB: a long review fits).
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Utf8,
@@ -135,10 +138,23 @@ fn csv_error(path: &Path, e: csv::Error) -> Error {
 /// Typed access to the fields of one input row, whatever the file format.
 pub trait Fields {
     fn at(&self) -> &Location;
-    /// A trimmed text value; `None` when the field is absent or empty.
-    fn text(&self, field: &str) -> Result<Option<String>>;
+    /// A trimmed text value as the file holds it; `None` when absent or empty.
+    fn raw_text(&self, field: &str) -> Result<Option<String>>;
     /// Every field except `known`, kept as item or user attributes.
     fn extra(&self, known: &[&str]) -> Map<String, Value>;
+
+    /// A trimmed text value; `None` when the field is absent or empty. A value longer than
+    /// [`MAX_FIELD_BYTES`] is refused: no title or review is that long, and one would flood
+    /// every prompt, screen and index it reaches.
+    fn text(&self, field: &str) -> Result<Option<String>> {
+        match self.raw_text(field)? {
+            Some(v) if v.len() > MAX_FIELD_BYTES => Err(Error::input(
+                self.at().field(field),
+                format!("{} bytes, more than the {MAX_FIELD_BYTES} a field may hold", v.len()),
+            )),
+            v => Ok(v),
+        }
+    }
 
     /// A list written `a|b|c` (or a JSON array in JSON Lines).
     fn list(&self, field: &str) -> Result<Vec<String>> {
@@ -175,7 +191,7 @@ impl Fields for Row<'_> {
         &self.at
     }
 
-    fn text(&self, field: &str) -> Result<Option<String>> {
+    fn raw_text(&self, field: &str) -> Result<Option<String>> {
         Ok(self.get(field).map(str::to_string))
     }
 
@@ -290,7 +306,7 @@ impl Fields for JsonRow {
     }
 
     /// Strings, and numbers written as text; other JSON types are an error.
-    fn text(&self, field: &str) -> Result<Option<String>> {
+    fn raw_text(&self, field: &str) -> Result<Option<String>> {
         match self.object.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
@@ -320,5 +336,22 @@ impl Fields for JsonRow {
 
     fn extra(&self, known: &[&str]) -> Map<String, Value> {
         self.object.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_field_is_refused_with_its_place() {
+        let at = Location::new(Path::new("big.jsonl"), 7);
+        let mut object = Map::new();
+        object.insert("title".into(), Value::String("x".repeat(MAX_FIELD_BYTES + 1)));
+        object.insert("text".into(), Value::String("y".repeat(MAX_FIELD_BYTES)));
+        let row = JsonRow { at, object };
+        let err = row.required("title").unwrap_err().to_string();
+        assert!(err.starts_with("big.jsonl:7: title: 65537 bytes"), "{err}");
+        assert_eq!(row.text("text").unwrap().unwrap().len(), MAX_FIELD_BYTES);
     }
 }

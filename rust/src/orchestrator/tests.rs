@@ -140,3 +140,123 @@ proptest! {
         prop_assert!(!e.contains('<') && !e.contains('>'));
     }
 }
+
+/// Any JSON value, nested a few levels: what a model might put inside a tag.
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "\\PC{0,40}".prop_map(Value::String),
+        "m-?[0-9]{1,25}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+            proptest::collection::hash_map("[a-z_]{1,20}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A turn close to the protocol: the right tags and keys, with arbitrary values and noise.
+fn near_valid_turn() -> impl Strategy<Value = String> {
+    let think = "\\PC{0,60}";
+    let aspects = proptest::collection::vec("\\PC{0,120}", 0..8);
+    let call = (aspects, proptest::option::of("[a-z]{0,10}"), proptest::option::of("\\PC{0,60}"), json_value())
+        .prop_map(|(aspects, tier, category, extra)| {
+            serde_json::json!({"name": "memory_retrieval",
+                "arguments": {"aspects": aspects, "tier": tier, "category": category, "extra": extra}})
+            .to_string()
+        });
+    let answer = ("\\PC{0,600}", proptest::collection::vec(json_value(), 0..6)).prop_map(|(profile, ids)| {
+        serde_json::json!({"ideal_item_profile": profile, "useful_memory_ids": ids}).to_string()
+    });
+    let body = prop_oneof![
+        call.prop_map(|c| format!("<tool_call>{c}</tool_call>")),
+        answer.prop_map(|a| format!("<answer>{a}</answer>")),
+        json_value().prop_map(|v| format!("<tool_call>{v}</tool_call>")),
+        json_value().prop_map(|v| format!("<answer>{v}</answer>")),
+    ];
+    (think, body, "\\PC{0,20}", 0usize..4).prop_map(|(t, b, noise, cut)| {
+        let turn = format!("<think>{t}</think>{b}{noise}");
+        // Sometimes cut short, as a runaway turn is at the token limit.
+        let keep = turn.chars().count() * (4 - cut) / 4;
+        turn.chars().take(keep).collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(crate::deterministic_proptest())]
+
+    /// Whatever the model writes, the orchestrator answers with an action within its limits:
+    /// never a panic, never an id it did not show, never more than the budgets allow.
+    #[test]
+    fn near_valid_turns_yield_bounded_actions(first in near_valid_turn(), second in near_valid_turn(),
+                                              texts in proptest::collection::vec("\\PC{0,300}", 0..5)) {
+        let config = OrchestratorConfig { max_memory_calls: 1, ..Default::default() };
+        let mut o = Orchestrator::new(config.clone(), "a query", &[]);
+        let mut action = o.feed(&first);
+        if matches!(action, Action::Retrieve { .. }) {
+            let hits: Vec<ShownMemory> = texts.iter().enumerate().map(|(i, t)| memory(i as i64 + 1, t)).collect();
+            o.add_memories(&hits, &estimate_tokens);
+            prop_assert!(o.stats().memory_tokens <= config.memory_token_budget);
+            // The data cannot open or close a protocol tag.
+            let response = &o.messages().last().unwrap().content;
+            prop_assert!(response.starts_with("<tool_response>") && response.ends_with("</tool_response>"));
+            prop_assert_eq!(response.matches('<').count(), 2);
+            prop_assert_eq!(response.matches('>').count(), 2);
+            action = o.feed(&second);
+        }
+        match action {
+            Action::Retrieve { aspects, tier, k, .. } => {
+                prop_assert!(o.stats().memory_calls <= config.max_memory_calls);
+                prop_assert!(!aspects.is_empty() && aspects.len() <= config.max_aspects);
+                prop_assert!(aspects.iter().all(|a| a.chars().count() <= 80 && a.trim() == a));
+                prop_assert!(tier != Some(Tier::Global));
+                prop_assert_eq!(k, config.memory_k);
+            }
+            Action::Answer { profile, memory_ids, .. } => {
+                prop_assert!(o.is_done());
+                prop_assert!(profile.chars().count() <= config.max_profile_chars);
+                let shown: Vec<i64> = o.shown().iter().map(|m| m.id).collect();
+                prop_assert!(memory_ids.iter().all(|id| shown.contains(id)));
+            }
+        }
+        prop_assert!(o.stats().turns <= 2);
+    }
+
+    /// The parser alone, on arbitrary text around arbitrary tags: a result, never a panic.
+    #[test]
+    fn parse_turn_never_panics(prefix in "\\PC{0,40}", tag in prop_oneof![Just("tool_call"), Just("answer"), Just("think")],
+                               body in "\\PC{0,200}", close in any::<bool>()) {
+        let end = if close { format!("</{tag}>") } else { String::new() };
+        let _ = parse_turn(&format!("{prefix}<{tag}>{body}{end}"), &OrchestratorConfig::default());
+    }
+}
+
+/// Pathological turns (megabytes of tags, JSON nested far beyond serde's limit) are read in
+/// linear time and end in a fallback, not a hang or a stack overflow.
+#[test]
+fn pathological_turns_end_in_a_fallback() {
+    let deep = format!("<think>x</think><tool_call>{}{}</tool_call>", "[".repeat(200_000), "]".repeat(200_000));
+    let tags = "<tool_call><answer></think>".repeat(100_000);
+    let huge_aspect = format!(
+        "<think>x</think><tool_call>{{\"name\": \"memory_retrieval\", \"arguments\": {{\"aspects\": [\"{}\"]}}}}</tool_call>",
+        "word ".repeat(400_000)
+    );
+    for text in [deep, tags, "\u{0}".repeat(1 << 20), "</think>".repeat(200_000)] {
+        let started = std::time::Instant::now();
+        let mut o = Orchestrator::new(OrchestratorConfig::default(), "q", &[]);
+        assert!(matches!(o.feed(&text), Action::Answer { fallback: true, .. }));
+        // Generous: linear work on a few MB, far below what a hang would take.
+        assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    }
+    let mut o = Orchestrator::new(OrchestratorConfig::default(), "q", &[]);
+    match o.feed(&huge_aspect) {
+        Action::Retrieve { aspects, .. } => assert_eq!(aspects[0].chars().count(), 80),
+        other => panic!("{other:?}"),
+    }
+}

@@ -91,12 +91,16 @@ impl MemoryStore {
         })
     }
 
-    /// Deletes a conversation and its messages.
+    /// Deletes a conversation and its messages (from the file too: see `scrub_wal`).
     pub fn delete_conversation(&self, id: i64) -> Result<bool> {
-        self.write("while deleting a conversation", |tx, _| {
+        let deleted = self.write("while deleting a conversation", |tx, _| {
             tx.execute("DELETE FROM messages WHERE conversation_id = ?1", params![id])?;
             Ok(tx.execute("DELETE FROM conversations WHERE id = ?1", params![id])? == 1)
-        })
+        })?;
+        if deleted {
+            self.scrub_wal();
+        }
+        Ok(deleted)
     }
 
     /// A user's conversations, most recently active first.
@@ -214,6 +218,48 @@ mod tests {
         assert!(s.delete_conversation(c).unwrap());
         assert!(s.list_conversations("ana", 10).unwrap().is_empty());
         assert!(matches!(s.conversation_messages(c), Err(Error::NotFound(_))));
+    }
+
+    /// Bytes of the database and its WAL, as a forensic reader of the disk would see them.
+    fn on_disk(dir: &std::path::Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(dir.join("memory.sqlite3")).unwrap();
+        bytes.extend(std::fs::read(dir.join("memory.sqlite3-wal")).unwrap_or_default());
+        bytes
+    }
+
+    fn holds(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn deleted_text_is_gone_from_the_files_while_the_store_is_open() {
+        use crate::model::{NewMemory, Tier};
+        let (dir, s) = store();
+        s.add_user("ana").unwrap();
+        let c = s.create_conversation("ana", "x").unwrap();
+        s.add_message(c, "user", "my secret SECRETCHAT1 question", "{}").unwrap();
+        let m = s
+            .add_memory(&NewMemory {
+                tier: Some(Tier::Pattern),
+                user: Some("ana".into()),
+                text: "remembers SECRETMEMORY2 about ana".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        s.add_memory(&NewMemory {
+            tier: Some(Tier::Pattern),
+            user: Some("ana".into()),
+            text: "a memory that stays".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let before = on_disk(dir.path());
+        assert!(holds(&before, "SECRETCHAT1") && holds(&before, "SECRETMEMORY2"));
+        assert!(s.delete_conversation(c).unwrap());
+        assert_eq!(s.forget_memory(&[m]).unwrap(), 1);
+        let after = on_disk(dir.path());
+        assert!(!holds(&after, "SECRETCHAT1") && !holds(&after, "SECRETMEMORY2"));
+        assert!(holds(&after, "a memory that stays"));
     }
 
     #[test]

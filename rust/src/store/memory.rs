@@ -228,7 +228,7 @@ impl MemoryStore {
     /// Deletes memory entries everywhere: SQLite row, lexical and dense indexes; a behavior
     /// entry's record too. Returns how many existed.
     pub fn forget_memory(&self, ids: &[i64]) -> Result<usize> {
-        self.write("while forgetting memory", |tx, changes| {
+        let removed = self.write("while forgetting memory", |tx, changes| {
             let mut removed = 0;
             // A behavior entry is the memory of one record: the record goes with it, or the next
             // memory build would bring the forgotten history (and its review text) back.
@@ -250,7 +250,11 @@ impl MemoryStore {
                 changes.memory_removals.push(*id);
             }
             Ok(removed)
-        })
+        })?;
+        if removed > 0 {
+            self.scrub_wal();
+        }
+        Ok(removed)
     }
 
     /// Memory entries of a user (all tiers, or the given ones), newest first.

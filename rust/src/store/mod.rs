@@ -98,6 +98,9 @@ fn open_connection(path: &Path, opts: &StoreOptions) -> Result<Connection> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows are overwritten with zeros, so forgotten memory and deleted conversations
+    // do not linger in free pages of the file (docs/RELIABILITY.md, privacy).
+    conn.pragma_update(None, "secure_delete", "ON")?;
     // A large import is one transaction; a page cache that holds it avoids spilling to the WAL
     // and reading pages back (measured: ~30% of import time with the 2 MB default).
     conn.pragma_update(None, "cache_size", -65536)?;
@@ -206,6 +209,14 @@ impl MemoryStore {
         // Still holding the writer lock: index updates are applied in commit order.
         self.apply_changes(&conn, before, after, &changes);
         Ok(out)
+    }
+
+    /// Copies the WAL into the database and truncates it, so the old versions of deleted rows
+    /// that the WAL still holds are gone from disk too. Best effort: another process reading
+    /// at this moment keeps its frames until the next checkpoint.
+    pub(crate) fn scrub_wal(&self) {
+        let conn = lock(&self.writer);
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     /// The embedding dimensions recorded in the database, if any embedding was written.

@@ -1,0 +1,396 @@
+"""The crash-safety harness: SIGKILL a real process at seeded random moments while it imports,
+builds memory, records feedback or saves a streaming conversation, then check the home.
+
+After every kill:
+- ``PRAGMA integrity_check`` (and FTS5's own check) finds nothing;
+- every write the child acknowledged (a flushed stdout line after the call returned) is there,
+  and at most the one write in flight beyond them;
+- partial work is absent (an import is all or nothing) or resumable (``--resume`` finishes a
+  memory build with exactly the result of an uninterrupted one);
+- the dense indexes, loaded from whatever files the kill left, hold exactly the vectors SQLite
+  holds, and a forced rebuild gives the same.
+
+The short version runs in pytest (tests/reliability/test_crash.py); scripts/reliability.py runs
+it with more kills and prints the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from mrrec_edge._core import MemoryStore
+from mrrec_edge.tui.answer import Answer
+from mrrec_edge.workspace import parse_feedback
+from tests.helpers import ROOT, run_cli
+from tests.reliability.plans import (
+    ITEMS,
+    RECORDS_PER_USER,
+    USERS,
+    conversation_plan,
+    embed_pending_deterministic,
+    feedback_plan,
+    vector_for,
+    write_interactions,
+    write_items,
+)
+from tests.reliability.sql import run_sql
+
+SCENARIOS = ("import", "memory-build", "feedback", "conversation")
+#: Interactions in the file the import scenario imports (long enough to be killed inside).
+IMPORT_ROWS = 40_000
+
+
+@dataclass
+class Report:
+    scenario: str
+    kills: int = 0
+    #: Kills that landed while the child was still running (the rest found it finished).
+    mid_run: int = 0
+    acknowledged: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "scenario": self.scenario,
+            "kills": self.kills,
+            "mid_run": self.mid_run,
+            "acknowledged_writes": self.acknowledged,
+            "failures": self.failures,
+        }
+
+
+def _env(home: Path) -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "MRREC_HOME": str(home), "PYTHONPATH": path}
+
+
+def _cli(home: Path, *args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "mrrec_edge", *args]
+    return subprocess.Popen(
+        cmd, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+
+
+def _worker(home: Path, kind: str, seed: int) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "tests.reliability.crash_worker", kind, str(home), str(seed)]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _kill_after(proc: subprocess.Popen[str], delay: float) -> tuple[bool, list[str]]:
+    """SIGKILLs ``proc`` after ``delay`` seconds; (was it still running, its stdout lines)."""
+    time.sleep(delay)
+    running = proc.poll() is None
+    if running:
+        proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    return running, out.splitlines()
+
+
+def _fresh(base: Path, work: Path, name: str) -> Path:
+    home = work / name
+    if home.exists():
+        shutil.rmtree(home)
+    shutil.copytree(base, home)
+    return home
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def integrity_problems(home: Path) -> list[str]:
+    """SQLite's and FTS5's own checks (the store's open recovers the WAL first), and foreign
+    keys, from a process of its own (see tests/reliability/sql.py)."""
+    with MemoryStore(home) as store:
+        problems = list(store.check_integrity())
+    del store
+    check, keys = run_sql(home, "PRAGMA integrity_check", "PRAGMA foreign_key_check")
+    problems += [r[0] for r in check if r[0] != "ok"]
+    problems += [f"foreign key: {r}" for r in keys]
+    return problems
+
+
+#: Memory ids of a user that dense search must find: those with a vector of their own, and
+#: behavior entries that borrow their item's.
+_VECTORS_SQL = (
+    "SELECT m.id FROM memory m JOIN users u ON u.id = m.user_id "
+    "LEFT JOIN items i ON i.id = m.item_id WHERE u.ext_id = ? AND "
+    "(m.embedding IS NOT NULL OR (m.vector_from_item = 1 AND i.embedding IS NOT NULL))"
+)
+
+
+def index_problems(home: Path, users: list[str], *, rebuild: bool = True) -> list[str]:
+    """The dense indexes as loaded after the crash (and, with ``rebuild``, as rebuilt from
+    SQLite) match SQLite exactly."""
+    problems: list[str] = []
+    results = run_sql(
+        home,
+        "SELECT count(*) FROM items WHERE embedding IS NOT NULL",
+        *[(_VECTORS_SQL, [u]) for u in users],
+    )
+    items = results[0][0][0]
+    expected = {u: {r[0] for r in rows} for u, rows in zip(users, results[1:], strict=True)}
+    with MemoryStore(home) as store:
+        users = [u for u in users if u in set(store.users())]
+        stages = ["loaded", "rebuilt"] if rebuild else ["loaded"]
+        for stage in stages:
+            report = store.open_indexes() if stage == "loaded" else store.rebuild_indexes()
+            if report["catalog_vectors"] != items:
+                problems.append(f"{stage}: {report['catalog_vectors']} catalog vectors, {items}")
+            for user in users:
+                # One user's memory is scored exactly, so the hits are every vector it has.
+                hits = store.search_memory(vector=vector_for(user), user=user, k=1000, mode="dense")
+                got = {h.entry.id for h in hits}
+                if got != expected[user]:
+                    missing, extra = expected[user] - got, got - expected[user]
+                    problems.append(f"{stage} index of {user}: missing {missing}, extra {extra}")
+    return problems
+
+
+def _derived_memory(home: Path) -> dict[str, list[tuple[str, str]]]:
+    """Every user's patterns and profile as (tier, text), sorted."""
+    with MemoryStore(home) as store:
+        return {
+            user: sorted(
+                (e.tier, e.text)
+                for e in store.list_memory(user=user, tiers=["pattern", "profile"], limit=10_000)
+            )
+            for user in store.users()
+        }
+
+
+# -- the homes the scenarios start from -----------------------------------------------------
+
+
+@dataclass
+class Bases:
+    work: Path
+    items_only: Path  # the catalog, embedded; no interactions
+    imported: Path  # + interactions and their behavior memory, embedded; no patterns/profiles
+    built: Path  # + memory built and embedded, indexes saved
+    chat: Path  # an empty home with one user
+    interactions: Path  # the file the import scenario imports
+
+
+def prepare(work: Path, import_rows: int = IMPORT_ROWS) -> Bases:
+    """The starting homes; ``import_rows`` sizes the file the import scenario is killed in."""
+    work.mkdir(parents=True, exist_ok=True)
+    items = write_items(work / "items.csv")
+    small = write_interactions(work / "small.csv", USERS * RECORDS_PER_USER)
+    big = write_interactions(work / "big.csv", import_rows, users=3000, seed=11)
+
+    items_only = work / "base-items"
+    with MemoryStore(items_only) as store:
+        store.import_file("items-csv", str(items))
+        embed_pending_deterministic(store)
+        store.open_indexes()
+    imported = work / "base-imported"
+    shutil.copytree(items_only, imported)
+    with MemoryStore(imported) as store:
+        store.import_file("interactions-csv", str(small))
+        embed_pending_deterministic(store)
+        store.open_indexes()
+    built = work / "base-built"
+    shutil.copytree(imported, built)
+    run_cli(built, "memory", "build", "--all", "--no-embed")
+    with MemoryStore(built) as store:
+        embed_pending_deterministic(store)
+        store.open_indexes()
+    chat = work / "base-chat"
+    with MemoryStore(chat) as store:
+        store.add_user("chat")
+    return Bases(work, items_only, imported, built, chat, big)
+
+
+def _timed(home: Path, *args: str) -> float:
+    started = time.monotonic()
+    proc = _cli(home, *args)
+    proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise AssertionError(f"mrrec {' '.join(args)} failed ({proc.returncode})")
+    return time.monotonic() - started
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def crash_import(bases: Bases, kills: int, rng: random.Random) -> Report:
+    report = Report("import")
+    args = ("import", "interactions-csv", str(bases.interactions), "--no-embed")
+    reference = _fresh(bases.items_only, bases.work, "import-reference")
+    full = _timed(reference, *args)
+    with MemoryStore(reference) as store:
+        complete = store.stats()["interactions"]
+    for k in range(kills):
+        home = _fresh(bases.items_only, bases.work, "import")
+        running, _ = _kill_after(_cli(home, *args), rng.uniform(0, full * 1.1))
+        report.kills += 1
+        report.mid_run += running
+        problems = integrity_problems(home)
+        with MemoryStore(home) as store:
+            stats = store.stats()
+        if stats["interactions"] not in (0, complete):
+            problems.append(f"partial import: {stats['interactions']} of {complete} rows")
+        if not running and stats["interactions"] != complete:
+            problems.append("the import exited before the kill but is not all there")
+        if stats["memory"]["behavior"] != stats["interactions"]:
+            problems.append(f"{stats['interactions']} records but {stats['memory']} memory")
+        problems += index_problems(home, ["u0", "u1"], rebuild=k == kills - 1)
+        # Resumable: running the import again gives the complete result.
+        run_cli(home, *args)
+        with MemoryStore(home) as store:
+            if store.stats()["interactions"] != complete:
+                problems.append("the import run again after the kill is incomplete")
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
+def crash_memory_build(bases: Bases, kills: int, rng: random.Random) -> Report:
+    report = Report("memory-build")
+    args = ("memory", "build", "--all", "--no-embed")
+    reference_home = _fresh(bases.imported, bases.work, "build-reference")
+    full = _timed(reference_home, *args)
+    reference = _derived_memory(reference_home)
+    for k in range(kills):
+        home = _fresh(bases.imported, bases.work, "build")
+        running, _ = _kill_after(_cli(home, *args), rng.uniform(0, full * 1.1))
+        report.kills += 1
+        report.mid_run += running
+        problems = integrity_problems(home)
+        # A user with a profile is complete (the profile is written last): --resume skips them.
+        derived = _derived_memory(home)
+        if not running and derived != reference:
+            problems.append("the build exited before the kill but its memory is incomplete")
+        for user, memory in derived.items():
+            if any(tier == "profile" for tier, _ in memory) and memory != reference[user]:
+                problems.append(f"user {user} has a profile but differs from a clean build")
+        problems += index_problems(home, ["u0", "u1", "u2"], rebuild=k == kills - 1)
+        run_cli(home, *args, "--resume")
+        if _derived_memory(home) != reference:
+            problems.append("--resume after the kill does not give the clean build's memory")
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
+def crash_feedback(bases: Bases, kills: int, rng: random.Random, span: float = 2.0) -> Report:
+    report = Report("feedback")
+    for k in range(kills):
+        home = _fresh(bases.built, bases.work, "feedback")
+        seed = rng.randrange(1 << 30)
+        proc = _worker(home, "feedback", seed)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError(f"the feedback child did not start: {proc.communicate()[1]}")
+        running, lines = _kill_after(proc, rng.uniform(0, span))
+        report.kills += 1
+        report.mid_run += running
+        acks = [line.split() for line in lines if line.startswith("ack ")]
+        report.acknowledged += len(acks)
+        plan = list(enumerate(islice(feedback_plan(home, seed), len(acks) + 1)))
+        problems = integrity_problems(home)
+        rows, sources = run_sql(
+            home,
+            "SELECT r.id, u.ext_id, i.ext_id, r.source, r.timestamp FROM records r "
+            "JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id "
+            "WHERE r.source LIKE 'feedback:%' ORDER BY r.timestamp",
+            "SELECT source_ids FROM memory WHERE tier = 0",
+        )
+        behavior = {source for (ids,) in sources for source in json.loads(ids)}
+        by_id = {r[0]: r for r in rows}
+        for (n, record_id), (_, (user, item, action)) in zip(
+            [(int(a[1]), int(a[2])) for a in acks], plan, strict=False
+        ):
+            row = by_id.get(record_id)
+            kind = parse_feedback(action)[2]
+            if row is None or tuple(row[1:4]) != (user, item, f"feedback:{kind}"):
+                problems.append(f"acknowledged feedback {n} ({user} {item} {action}) is lost")
+            elif record_id not in behavior:
+                problems.append(f"acknowledged feedback {n} has no behavior memory")
+        if len(rows) not in (len(acks), len(acks) + 1):
+            problems.append(f"{len(rows)} feedback records for {len(acks)} acknowledged")
+        touched = sorted({user for _, (user, _, _) in plan})
+        problems += index_problems(home, touched, rebuild=k == kills - 1)
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
+def crash_conversation(bases: Bases, kills: int, rng: random.Random, span: float = 1.5) -> Report:
+    report = Report("conversation")
+    for k in range(kills):
+        home = _fresh(bases.chat, bases.work, "chat")
+        seed = rng.randrange(1 << 30)
+        proc = _worker(home, "conversation", seed)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError(f"the conversation child did not start: {proc.communicate()[1]}")
+        running, lines = _kill_after(proc, rng.uniform(0, span))
+        report.kills += 1
+        report.mid_run += running
+        report.acknowledged += len(lines)
+        problems = integrity_problems(home)
+        plan = dict(enumerate(islice(conversation_plan(seed), len(lines) + 1)))
+        acked_msgs: set[int] = set()
+        tokens: dict[int, tuple[int, int]] = {}  # message -> (exchange, pieces acknowledged)
+        ended: set[int] = set()
+        for line in lines:
+            kind, n, *rest = line.split()
+            if kind == "msg":
+                acked_msgs.add(int(rest[1]))
+            elif kind == "tok":
+                tokens[int(rest[0])] = (int(n), int(rest[1]))
+            elif kind == "end":
+                ended.add(int(rest[0]))
+        with MemoryStore(home) as store:
+            saved = {
+                m["id"]: m
+                for c in store.list_conversations("chat", limit=100_000)
+                for m in store.conversation_messages(c["id"])
+            }
+        for mid in acked_msgs - saved.keys():
+            problems.append(f"acknowledged message {mid} is lost")
+        for mid, (n, count) in tokens.items():
+            if mid not in saved:
+                continue
+            pieces = plan[n][1]
+            payload = json.loads(saved[mid]["payload"])
+            text = payload["turns"][0]["text"] if payload.get("turns") else ""
+            allowed = {"".join(pieces[:count]), "".join(pieces[: count + 1])}
+            if mid in ended:
+                allowed = {"".join(pieces)}
+            if text not in allowed:
+                problems.append(f"message {mid}: saved {len(text)} chars, acknowledged {count}")
+            status = Answer.from_payload(payload, content=saved[mid]["content"]).status
+            if mid not in ended and status != "interrupted" and count < len(pieces):
+                problems.append(f"message {mid} cut off by the kill reads as {status!r}")
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
+RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {
+    "import": crash_import,
+    "memory-build": crash_memory_build,
+    "feedback": crash_feedback,
+    "conversation": crash_conversation,
+}
+
+
+def run(work: Path, kills: int, seed: int, scenarios: tuple[str, ...] = SCENARIOS) -> list[Report]:
+    """``kills`` kill points per scenario, their delays drawn from ``seed``."""
+    bases = prepare(work)
+    rng = random.Random(seed)
+    return [RUNNERS[name](bases, kills, rng) for name in scenarios]
+
+
+__all__ = ["ITEMS", "SCENARIOS", "Report", "index_problems", "integrity_problems", "run"]
