@@ -132,6 +132,30 @@ def test_grpo_resumes_and_ships_one_adapter(tiny_run: tuple[Path, list[str]]) ->
     assert len(new) >= 1
 
 
+def test_publish_ships_the_final_adapter_with_its_run(
+    tiny_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    from training.publish import ADAPTER_FILES, publish
+
+    out, _ = tiny_run
+    shipped = publish(out, out=tmp_path / "adapter", docs=tmp_path / "docs")
+    assert sorted(p.name for p in shipped.iterdir()) == sorted([*ADAPTER_FILES, "run.json"])
+    assert (shipped / "adapter_model.safetensors").read_bytes() == (
+        out / "grpo" / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    run = json.loads((shipped / "run.json").read_text(encoding="utf-8"))
+    assert run["final_stage"] == "grpo" and set(run["stages"]) == {"sft", "grpo"}
+    assert run["data"]["dataset_version"] == "ml100k-scenarios-v1" and run["seed"] == 0
+    assert run["metrics"]["sft_steps"] >= 1 and run["metrics"]["grpo_steps"] >= 1
+    assert all(isinstance(v, (int, float)) for v in run["metrics"].values())
+    # Nothing of the training machine: the bundle path it used is left out.
+    assert "bundle" not in run["stages"]["grpo"]["recipe"]["data"]
+    assert {p.name.split("-", 2)[-1] for p in (tmp_path / "docs").iterdir()} == {
+        "loss_curve.png",
+        "reward_curve.png",
+    }
+
+
 @pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(
     tiny_run: tuple[Path, list[str]], tmp_path: Path

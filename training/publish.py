@@ -1,0 +1,105 @@
+"""Publish a finished run as the committed adapter: ``python -m training.publish runs/cpu``.
+
+Copies the run's final adapter (GRPO's, else SFT's) into ``training/adapter/`` — the folder
+``mrrec bundle build`` merges by default — with a ``run.json`` that says what produced it: the
+recipe, seed, data version, each stage's summary, and flat ``metrics`` (what the bundle manifest
+records). The stages' curves go to ``docs/training/``. Paths of the training machine are left
+out: only what another machine can reproduce from the repository is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mrrec_edge.files import replace_dir
+from training.export import DEFAULT_ADAPTER_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "training"
+STAGES = ("sft", "grpo")
+#: PEFT's own files; its generated model card is boilerplate that names the local base folder.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CURVES = {"sft": "loss_curve.png", "grpo": "reward_curve.png"}
+
+
+def _stage_summary(run: dict[str, Any]) -> dict[str, Any]:
+    recipe = dict(run["recipe"])
+    recipe["data"] = {k: v for k, v in recipe["data"].items() if k != "bundle"}
+    keep = ("stage", "seed", "data", "examples", "device", "world_size", "autocast", "seconds")
+    out = {k: run[k] for k in keep if k in run}
+    out.update(recipe=recipe, versions=run.get("versions", {}), metrics=run["metrics"])
+    for k in ("ndcg_cutoffs", "reward_weights"):
+        if k in run:
+            out[k] = run[k]
+    return out
+
+
+def flat_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The numbers the bundle manifest records: first/last of each stage's main curve."""
+    out: dict[str, float] = {}
+    for name, key in (("sft", "loss"), ("grpo", "reward")):
+        metrics = stages.get(name, {}).get("metrics", {})
+        for when in ("mean_first_quarter", "mean_last_quarter"):
+            value = metrics.get(when, {}).get(key)
+            if isinstance(value, (int, float)):
+                out[f"{name}_{key}_{when}"] = round(float(value), 6)
+        if "steps" in metrics:
+            out[f"{name}_steps"] = metrics["steps"]
+    return out
+
+
+def publish(run_dir: Path, *, out: Path = DEFAULT_ADAPTER_DIR, docs: Path = DOCS) -> Path:
+    stages = {}
+    for name in STAGES:
+        run_json = run_dir / name / "run.json"
+        if run_json.is_file():
+            stages[name] = json.loads(run_json.read_text(encoding="utf-8"))
+    final = next((n for n in reversed(STAGES) if n in stages), None)
+    if final is None:
+        raise SystemExit(f"{run_dir}: no finished stage (no sft/run.json or grpo/run.json)")
+    adapter = run_dir / final / "adapter"
+    missing = [f for f in ADAPTER_FILES if not (adapter / f).is_file()]
+    if missing:
+        raise SystemExit(f"{adapter}: missing {', '.join(missing)}")
+    summaries = {n: _stage_summary(r) for n, r in stages.items()}
+    run = {
+        "run_id": f"{stages[final]['recipe']['name']}-"
+        + time.strftime("%Y%m%d", time.gmtime(stages[final]["started"])),
+        "final_stage": final,
+        "seed": stages[final]["seed"],
+        "data": stages[final]["data"],
+        "stages": summaries,
+        "metrics": flat_metrics(summaries),
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    for f in ADAPTER_FILES:
+        shutil.copy2(adapter / f, tmp / f)
+    (tmp / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    replace_dir(tmp, out)
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in stages:
+        curve = run_dir / name / CURVES[name]
+        if curve.is_file():
+            shutil.copy2(curve, docs / f"{run['run_id']}-{CURVES[name]}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.publish", description=__doc__)
+    parser.add_argument("run_dir", type=Path, help="A run folder (the recipe's output).")
+    args = parser.parse_args(argv)
+    print(publish(args.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
