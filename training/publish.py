@@ -84,6 +84,8 @@ def publish(run_dir: Path, *, out: Path = DEFAULT_ADAPTER_DIR, docs: Path = DOCS
     for f in ADAPTER_FILES:
         shutil.copy2(adapter / f, tmp / f)
     (tmp / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    for path in (tmp, *tmp.iterdir()):  # mkdtemp's private modes would stick to the repo folder
+        path.chmod(0o755 if path.is_dir() else 0o644)
     replace_dir(tmp, out)
     docs.mkdir(parents=True, exist_ok=True)
     for name in stages:
