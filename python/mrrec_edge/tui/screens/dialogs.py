@@ -14,6 +14,7 @@ from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from mrrec_edge.errors import MrrecError
+from mrrec_edge.tui.text import printable
 
 if TYPE_CHECKING:
     from mrrec_edge.tui.app import MrrecApp
@@ -110,7 +111,8 @@ class ConversationsScreen(ModalScreen[int | None]):
             options = [
                 Option(
                     Content.assemble(
-                        c["title"] or "(untitled)", (f"  {c['messages']} messages", "dim")
+                        printable(c["title"]) or "(untitled)",
+                        (f"  {c['messages']} messages", "dim"),
                     ),
                     id=str(c["id"]),
                 )

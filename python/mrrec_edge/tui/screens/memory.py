@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static, Tab, Tabs
 
 from mrrec_edge._core import MemoryEntry
 from mrrec_edge.tui.screens.dialogs import ConfirmDialog, TextDialog
+from mrrec_edge.tui.text import printable
 from mrrec_edge.tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
@@ -147,10 +148,10 @@ class MemoryScreen(Screen[None]):
         table.add_column("memory")
         for i, e in enumerate(entries):
             # rich Text: user data is never read as markup.
-            cells = [Text(str(e.id)), Text(", ".join(e.categories))]
+            cells = [Text(str(e.id)), Text(printable(", ".join(e.categories)))]
             if scores is not None:
                 cells.append(Text(f"{scores[i]:.3f}"))
-            cells.append(Text(e.text.replace("\n", " ")))
+            cells.append(Text(printable(e.text.replace("\n", " "))))
             table.add_row(*cells, key=str(e.id))
         if entries:
             table.move_cursor(row=min(row, len(entries) - 1))
@@ -179,10 +180,10 @@ class MemoryScreen(Screen[None]):
         self._detail(
             Content.assemble(
                 (f"#{e.id} {e.tier}", "bold"),
-                (f"  categories: {', '.join(e.categories) or '-'}", "dim"),
-                (f"  item: {e.item}" if e.item else "", "dim"),
+                (printable(f"  categories: {', '.join(e.categories) or '-'}"), "dim"),
+                (printable(f"  item: {e.item}") if e.item else "", "dim"),
                 (f"  sources: {sources}\n", "dim"),
-                e.text,
+                printable(e.text),
             )
         )
 

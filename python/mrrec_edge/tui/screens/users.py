@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from mrrec_edge.errors import MrrecError
 from mrrec_edge.tui.screens.dialogs import TextDialog
+from mrrec_edge.tui.text import printable
 from mrrec_edge.tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ class UsersScreen(Screen[None]):
         options.clear_options()
         current = self.mrrec.user
         options.add_options(
-            Option(Content.assemble(u, ("  (current)", "$success") if u == current else ""), id=u)
+            Option(
+                Content.assemble(printable(u), ("  (current)", "$success") if u == current else ""),
+                id=u,
+            )
             for u in shown
         )
         if current in shown:

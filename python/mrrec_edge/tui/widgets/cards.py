@@ -12,6 +12,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 
+from mrrec_edge.tui.text import printable
+
 ACK = {
     "like": ("liked", "$success"),
     "dislike": ("disliked", "$error"),
@@ -65,15 +67,18 @@ class RecommendationCard(Widget, can_focus=True):
     def compose(self) -> ComposeResult:
         rec = self.rec
         year = f" ({rec['year']})" if rec.get("year") else ""
-        title = Content.assemble((f"{self.rank:>2}. ", "dim"), (f"{rec['title']}{year}", "bold"))
+        title = Content.assemble(
+            (f"{self.rank:>2}. ", "dim"), (printable(f"{rec['title']}{year}"), "bold")
+        )
         yield Static(title, classes="card-title")
         if rec.get("categories"):
-            yield Static(Content(" · ".join(rec["categories"])), classes="card-genres")
+            yield Static(Content(printable(" · ".join(rec["categories"]))), classes="card-genres")
         yield Static(
-            Content.assemble(("why ", "dim italic"), rec.get("why") or ""), classes="card-why"
+            Content.assemble(("why ", "dim italic"), printable(rec.get("why") or "")),
+            classes="card-why",
         )
         for m in rec.get("memories") or []:
-            cite = Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), m["text"][:120])
+            cite = Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), printable(m["text"][:120]))
             yield Static(cite, classes="card-cite")
         yield Static(classes="card-ack")
 

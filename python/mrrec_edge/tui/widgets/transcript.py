@@ -13,6 +13,7 @@ from textual.content import Content
 from textual.widgets import Collapsible, Static
 
 from mrrec_edge.tui.answer import Answer, Turn, split_turn
+from mrrec_edge.tui.text import printable
 from mrrec_edge.tui.widgets.cards import RecommendationCard
 
 STATUS_NOTES = {
@@ -23,7 +24,9 @@ STATUS_NOTES = {
 
 class UserMessage(Static):
     def __init__(self, text: str) -> None:
-        super().__init__(Content.assemble(("you  ", "bold $accent"), text), classes="user-message")
+        super().__init__(
+            Content.assemble(("you  ", "bold $accent"), printable(text)), classes="user-message"
+        )
 
 
 class AssistantMessage(Vertical):
@@ -53,12 +56,14 @@ class AssistantMessage(Vertical):
         thinking = self.query_one(".thinking", Static)
         thinking.display = streaming and not a.text
         if thinking.display:
-            thinking.update(Content.styled(f"thinking… {a.thinking[-160:]}", "dim italic"))
+            thinking.update(
+                Content.styled(f"thinking… {printable(a.thinking[-160:])}", "dim italic")
+            )
         text = a.text
         body = self.query_one(".answer-text", Static)
         if text:
             cursor = "▍" if streaming and a.profile is None else ""
-            body.update(Content.assemble(("Looking for: ", "bold"), text + cursor))
+            body.update(Content.assemble(("Looking for: ", "bold"), printable(text) + cursor))
         body.display = bool(text)
         shown = (a.thinking, text)
         if streaming and shown != self._shown:
@@ -131,15 +136,15 @@ class TurnTrace(Vertical):
             return
         think = split_turn(turn.text)[0]
         label = Content.styled(f"turn {self.index + 1} ", "bold")
-        self._think.update(Content.assemble(label, (think.strip() or "…", "italic")))
+        self._think.update(Content.assemble(label, (printable(think.strip()) or "…", "italic")))
         if turn.call is not None and turn.memories and not self._calls_shown:
             self._calls_shown = True
             scope = ", ".join(x for x in (turn.call.get("tier"), turn.call.get("category")) if x)
-            title = "memory_retrieval(" + "; ".join(turn.call.get("aspects") or []) + ")"
+            title = "memory_retrieval(" + printable("; ".join(turn.call.get("aspects") or [])) + ")"
             if scope:
                 title += f" [{scope}]"
             lines = Content("\n").join(
-                Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), m["text"][:200])
+                Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), printable(m["text"][:200]))
                 for m in turn.memories
             )
             self.mount(
@@ -160,7 +165,10 @@ class AnswerTrace(Vertical):
         self.answer = answer
 
     def compose(self) -> ComposeResult:
-        yield Static(Content.assemble(("Q ", "bold $accent"), self.answer.query), classes="trace-q")
+        yield Static(
+            Content.assemble(("Q ", "bold $accent"), printable(self.answer.query)),
+            classes="trace-q",
+        )
         yield Static(classes="trace-profile")
 
     def on_mount(self) -> None:
@@ -182,7 +190,9 @@ class AnswerTrace(Vertical):
         if p is not None:
             ids = ", ".join(f"#{i}" for i in p.get("memory_ids") or []) or "none"
             profile.update(
-                Content.assemble(("ideal item ", "bold"), p["text"], (f"\ncited {ids}", "dim"))
+                Content.assemble(
+                    ("ideal item ", "bold"), printable(p["text"]), (f"\ncited {ids}", "dim")
+                )
             )
 
 
