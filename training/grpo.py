@@ -37,7 +37,6 @@ Entry point: ``python -m training.grpo --recipe tiny`` (also under ``torchrun``)
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -51,11 +50,10 @@ import torch
 
 from mrrec_edge._core import ranking_metrics
 from training import data as data_mod
-from training import dist as dist_mod
 from training.dist import Dist
 from training.lora import concat_adapters, save_adapter
 from training.policy import ScoredTurn, TorchPolicy
-from training.recipe import Recipe, add_recipe_args, load_recipe
+from training.recipe import Recipe
 from training.rewards import REWARDS, Rollout, check_weights
 from training.rollout import assistant_config, catalog_cutoffs, rollouts
 from training.sft import prepare
@@ -68,6 +66,7 @@ from training.trainer import (
     load_policy,
     logprobs,
     optimizer_for,
+    stage_main,
     wrap,
 )
 
@@ -377,20 +376,7 @@ def _log_sample(out: Path, step: int, r: Rollout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.grpo", description=__doc__.split("\n")[0]
-    )
-    add_recipe_args(parser)
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.set)
-    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
-    try:
-        summary = train(recipe, d)
-        if summary is not None:
-            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
-    finally:
-        dist_mod.teardown()
-    return 0
+    return stage_main("python -m training.grpo", __doc__.split("\n")[0], train, argv)
 
 
 if __name__ == "__main__":

@@ -6,34 +6,25 @@ stopped; a finished SFT stage (its adapter written) is not run again.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 from collections.abc import Sequence
+from typing import Any
 
-from training import dist as dist_mod
 from training import grpo, sft
-from training.recipe import add_recipe_args, load_recipe
+from training.dist import Dist
+from training.recipe import Recipe
+from training.trainer import stage_main
+
+
+def sft_then_grpo(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
+    if not (recipe.sft_dir / "run.json").is_file():
+        sft.train(recipe, d)
+        gc.collect()
+    return grpo.train(recipe, d)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.run", description=__doc__.split("\n")[0]
-    )
-    add_recipe_args(parser)
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.set)
-    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
-    try:
-        if not (recipe.sft_dir / "run.json").is_file():
-            sft.train(recipe, d)
-            gc.collect()
-        summary = grpo.train(recipe, d)
-        if summary is not None:
-            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
-    finally:
-        dist_mod.teardown()
-    return 0
+    return stage_main("python -m training.run", __doc__.split("\n")[0], sft_then_grpo, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ Entry point: ``python -m training.sft --recipe tiny`` (also under ``torchrun``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -49,11 +48,10 @@ from mrrec_edge.scenarios import Facet, content_words
 from mrrec_edge.scenarios.queries import NOISE_KEYWORDS, canonical_keyword, is_meta_keyword
 from mrrec_edge.workspace import Workspace
 from training import data as data_mod
-from training import dist as dist_mod
 from training.dist import Dist
 from training.lora import save_adapter
 from training.policy import ScoredTurn, encode_turn
-from training.recipe import Recipe, add_recipe_args, load_recipe
+from training.recipe import Recipe
 from training.rollout import assistant_config
 from training.trainer import (
     Stage,
@@ -65,6 +63,7 @@ from training.trainer import (
     logprobs,
     micro_batches,
     optimizer_for,
+    stage_main,
     wrap,
 )
 
@@ -356,20 +355,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.sft", description=__doc__.split("\n")[0]
-    )
-    add_recipe_args(parser)
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.set)
-    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
-    try:
-        summary = train(recipe, d)
-        if summary is not None:
-            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
-    finally:
-        dist_mod.teardown()
-    return 0
+    return stage_main("python -m training.sft", __doc__.split("\n")[0], train, argv)
 
 
 if __name__ == "__main__":

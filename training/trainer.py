@@ -12,6 +12,7 @@ A stage writes into its run folder::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -29,7 +30,7 @@ from training.base import base_checkpoint, load_base
 from training.dist import Dist
 from training.lora import new_lora
 from training.policy import ScoredTurn, turn_logprobs
-from training.recipe import Recipe
+from training.recipe import Recipe, add_recipe_args, load_recipe
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DONE_MARKER = "complete"
@@ -344,3 +345,26 @@ def plot_curves(rows: Sequence[dict[str, Any]], keys: Sequence[str], png: Path, 
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
+
+
+def stage_main(
+    prog: str,
+    description: str,
+    train: Callable[[Recipe, Dist], dict[str, Any] | None],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """The command line of a training entry point (``python -m training.sft|grpo|run``, also
+    under torchrun): parse the recipe, set up the process group, train, print the last metrics
+    (rank 0), tear down."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_recipe_args(parser)
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.set)
+    d = dist_mod.setup(recipe.model.device, recipe.model.threads)
+    try:
+        summary = train(recipe, d)
+        if summary is not None:
+            print(json.dumps(summary["metrics"].get("last", {}), sort_keys=True))
+    finally:
+        dist_mod.teardown()
+    return 0
