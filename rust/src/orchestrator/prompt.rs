@@ -75,8 +75,17 @@ pub fn tool_response(lines: &[String]) -> String {
 const WORDY: &str = "^[^<>]*[A-Za-z][^<>]*$";
 const PROFILE: &str = "^[^<>]*[A-Za-z][^\\s<>]*\\s+[^<>]*[A-Za-z][^<>]*$";
 
+/// llguidance lets JSON hold any run of whitespace between tokens by default; a greedy small model
+/// can fall into it and emit blanks until its token limit (seen: a tuned model's answer cut off
+/// mid-object). Fixed separators, the ones `json.dumps` and the prompt's examples use, leave it no
+/// such loop.
+fn compact(mut schema: serde_json::Value) -> serde_json::Value {
+    schema["x-guidance"] = json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "});
+    schema
+}
+
 pub fn call_schema(config: &OrchestratorConfig) -> serde_json::Value {
-    json!({
+    compact(json!({
         "type": "object",
         "properties": {
             "name": {"const": "memory_retrieval"},
@@ -98,11 +107,11 @@ pub fn call_schema(config: &OrchestratorConfig) -> serde_json::Value {
         },
         "required": ["name", "arguments"],
         "additionalProperties": false
-    })
+    }))
 }
 
 pub fn answer_schema(config: &OrchestratorConfig) -> serde_json::Value {
-    json!({
+    compact(json!({
         "type": "object",
         "properties": {
             "ideal_item_profile": {
@@ -119,7 +128,7 @@ pub fn answer_schema(config: &OrchestratorConfig) -> serde_json::Value {
         },
         "required": ["ideal_item_profile", "useful_memory_ids"],
         "additionalProperties": false
-    })
+    }))
 }
 
 /// A Lark grammar (llguidance dialect, with `%json` for the structured parts) for one turn.
