@@ -8,23 +8,27 @@ prompts, the memory shown and its escaping are byte-for-byte what the model will
 The teacher procedure, per training example (query, user, held-out target item):
 
 1. **Reason and call memory.** ``<think>`` names the facet the query asks for and the use case,
-   then ``memory_retrieval`` is called with aspects taken from the query only: the facet's value
-   ("comedy", "based on a book") and the use case ("a long flight"). With
+   then ``memory_retrieval`` is called with aspects taken from the query: what the user liked in
+   the facet ("comedy they liked") and the use case ("a long flight"). With
    ``teacher_calls = 2`` a second call reads the profile tier ("favourite categories", "era").
 2. **Receive real memory.** The loop runs the real hybrid search over the user's history-only
    memory (built from interactions before the target), within the real token budget.
-3. **Answer.** ``<think>`` cites the shown memories that share a category with the target, then
-   the answer gives an ideal item profile built from the target's real attributes: its decade,
-   its genres and its keywords, the keywords that also occur in the shown memories first. The
-   title is never used: keywords sharing a content word with the title are dropped (as the
-   scenario queries do). ``useful_memory_ids`` are those cited memories (at most three, and only
-   ids the model was shown).
+3. **Answer.** The profile is written from the shown memory only: "A comedy like T1, T2 and
+   T3.", where the T are items the user rated well (4/5 or more) that the shown memories cite,
+   those that fit the facet first. The hindsight is in the choice: of those items, the three
+   whose catalog text is closest to the target's (by the embedder) are named. ``<think>`` and
+   ``useful_memory_ids`` cite the memories that name them (at most three, and only ids the model
+   was shown).
 
-So the traces use the held-out item the way a hindsight label does (the profile describes what
-the user went on to choose), while every call and citation is something the model could have
-done from the query and its memory. Loss is on the model's own tokens only: each turn's
-completion and its end-of-turn token, never the prompt, the global memory or the retrieved
-memory (which live in later prompts).
+So every word of a trace is something the model could have written from the query and its
+memory; the held-out item only decides which of the remembered items the profile names, as a
+reward would. (The first teacher wrote the target's own genres and keywords: grounded, those
+profiles put the target in the top 10 for 76% of 50 validation queries, and a model that cannot
+see the target learned only their shape. This one reaches 12% there, NDCG@10 0.075, against
+6% and 0.023 for the query alone: ``benchmarks/teacher.py``; and each step of it can be
+imitated.) Loss is on the model's own tokens only: each turn's completion and
+its end-of-turn token, never the prompt, the global memory or the retrieved memory (which live
+in later prompts).
 
 Entry point: ``python -m training.sft --recipe tiny`` (also under ``torchrun``).
 """
@@ -40,12 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from mrrec_edge._core import MemoryEntry, MemoryStore
+from mrrec_edge._core import MemoryEntry
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
-from mrrec_edge.scenarios import Facet, content_words
-from mrrec_edge.scenarios.queries import NOISE_KEYWORDS, canonical_keyword, is_meta_keyword
+from mrrec_edge.memory.records import Record, label, signal
+from mrrec_edge.memory.stats import LIKED
+from mrrec_edge.scenarios import Facet
+from mrrec_edge.scenarios.queries import canonical_keyword
 from mrrec_edge.workspace import Workspace
 from training import data as data_mod
 from training.dist import Dist
@@ -103,8 +110,7 @@ def _strip_use_case(use_case: str) -> str:
     return use_case
 
 
-def _genre_words(genres: Sequence[str]) -> str:
-    words = [g.lower() for g in genres]
+def _and_list(words: Sequence[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " and " + words[-1]
@@ -116,18 +122,19 @@ class Teacher(ChatTokenizer):
     def __init__(
         self,
         tokenizer: Any,
-        store: MemoryStore,
+        ws: Workspace,
         example: Mapping[str, Any],
         *,
         calls: int,
         config: AssistantConfig,
     ) -> None:
         super().__init__(tokenizer)
-        self.store = store
+        self.store = ws.store
+        self.embed = ws.embed_query
         self.example = example
         self.calls = max(1, min(calls, config.max_memory_calls))
         self.config = config
-        self.target = store.item(example["target_item"])
+        self.target = self.store.item(example["target_item"])
 
     def stream(self, prompt: str, **_: Any) -> Iterator[str]:
         done = prompt.count(_TOOL_RESPONSE)
@@ -147,9 +154,9 @@ class Teacher(ChatTokenizer):
             phrase = Facet(facet["kind"], facet["value"]).phrase()
             think = (
                 f"They want {phrase} {self.example['use_case']}. Their memory shows which "
-                f"{what} they rated well and what they avoid."
+                f"{what} they rated well."
             )
-            args: dict[str, Any] = {"aspects": [what, use]}
+            args: dict[str, Any] = {"aspects": [f"{what} they liked", use]}
         else:
             think = "Their overall profile says which eras and categories they favour."
             args = {"aspects": ["favourite categories", "era"], "tier": "profile"}
@@ -157,43 +164,56 @@ class Teacher(ChatTokenizer):
         think = _clip(think, self.config.max_think_chars)
         return f"<think>{think}</think>\n<tool_call>{call}</tool_call>"
 
-    def themes(self, shown: Sequence[MemoryEntry]) -> list[str]:
-        """The target's keywords minus noise, meta tags and title words; memory-backed first."""
-        title = content_words(self.target.title)
-        seen: dict[str, None] = {}
-        for k in self.target.keywords:
-            k = canonical_keyword(k)
-            if k in NOISE_KEYWORDS or is_meta_keyword(k) or content_words(k) & title:
-                continue
-            seen.setdefault(k)
-        memory_text = " ".join(m.text.lower() for m in shown)
-        return sorted(seen, key=lambda k: k not in memory_text)  # stable: backed ones first
+    def fits(self, record: Mapping[str, Any]) -> bool:
+        facet = self.example["facet"]
+        if facet["kind"] == "genre":
+            return facet["value"] in record["categories"]
+        return facet["value"] in {canonical_keyword(k) for k in record["keywords"]}
 
-    def profile(self, shown: Sequence[MemoryEntry]) -> str:
-        t = self.target
-        decade = f"{t.year // 10 * 10}s " if t.year else ""
-        genres = _genre_words(t.categories) or "feature"
-        text = f"A {decade}{genres} film"
-        themes = self.themes(shown)
-        if themes:
-            text += " about " + ", ".join(themes)
+    def chosen(self, shown: Sequence[MemoryEntry]) -> list[tuple[Record, MemoryEntry]]:
+        """Up to three well-rated items the shown memories cite, with the first memory citing
+        each: those that fit the facet, then the closest to the target (the hindsight)."""
+        history = {r["record_id"]: r for r in self.store.user_history(self.example["user"])}
+        liked: dict[int, tuple[Record, MemoryEntry]] = {}
+        for m in shown:
+            for rid in m.source_ids:
+                r = history.get(rid)
+                if r is not None and (signal(r) or 0.0) >= LIKED:
+                    liked.setdefault(r["item_id"], (r, m))
+        if not liked:
+            return []
+        items = self.store.items_by_id(list(liked))
+        target = self.embed(self.target.text)
+        closeness = {i.item_id: float(np.dot(self.embed(i.text), target)) for i in items}
+        ranked = sorted(
+            liked.values(), key=lambda rm: (not self.fits(rm[0]), -closeness[rm[0]["item_id"]])
+        )
+        return ranked[:3]
+
+    def profile(self, chosen: Sequence[tuple[Record, MemoryEntry]]) -> str:
+        facet = self.example["facet"]
+        phrase = Facet(facet["kind"], facet["value"]).phrase()
+        text = phrase[:1].upper() + phrase[1:]
+        if chosen:
+            text += " like " + _and_list([label(r) for r, _ in chosen])
+        else:  # nothing to go on but the request (and "A drama." is too short to be an answer)
+            text += " " + self.example["use_case"]
         return _clip(text + ".", self.config.max_profile_chars)
 
     def answer(self, shown: Sequence[MemoryEntry]) -> str:
-        genres = set(self.target.categories)
-        relevant = [m for m in shown if set(m.categories) & genres] or list(shown[:1])
-        cited = relevant[:3]
+        chosen = self.chosen(shown)
+        cited = list({m.id: m for _, m in chosen}.values())
         if cited:
-            shared = sorted({c for m in cited for c in m.categories} & genres) or ["their taste"]
             ids = ", ".join(f"m{m.id}" for m in cited)
-            think = f"{ids} show their taste in {', '.join(shared)}."
+            verb = "shows" if len(cited) == 1 else "show"
+            think = f"{ids} {verb} what they rated well. Closest to the request: "
+            think += _and_list([r["title"] for r, _ in chosen]) + "."
         else:
-            think = "Their memory says little here, so I go by the request."
-        decade = f"the {self.target.year // 10 * 10}s" if self.target.year else "any era"
-        think += f" Best fit: {_genre_words(self.target.categories) or 'a film'} from {decade}."
+            cited = list(shown[:1])
+            think = "Their memory names nothing they rated well here, so I go by the request."
         body = json.dumps(
             {
-                "ideal_item_profile": self.profile(shown),
+                "ideal_item_profile": self.profile(chosen),
                 "useful_memory_ids": [f"m{m.id}" for m in cited],
             },
             ensure_ascii=False,
@@ -227,7 +247,7 @@ def teacher_trace(
     config: AssistantConfig,
     calls: int,
 ) -> Trace:
-    teacher = Teacher(tokenizer, ws.store, example, calls=calls, config=config)
+    teacher = Teacher(tokenizer, ws, example, calls=calls, config=config)
     events = list(Assistant(ws, teacher, config).ask(example["user"], example["query"], k=10))
     done = next(e for e in events if isinstance(e, Done))
     profile = next(e for e in events if isinstance(e, Profile))

@@ -1,6 +1,7 @@
 """The SFT teacher on a real prepared workspace: its traces are well-formed for the Rust
-orchestrator, use only the query for their calls, cite only memories they were shown, never
-name the held-out title, and put only the model's own tokens in the loss."""
+orchestrator, use only the query for their calls, cite only memories they were shown, name
+only remembered items (never the held-out one), and put only the model's own tokens in the
+loss."""
 
 from __future__ import annotations
 
@@ -34,8 +35,6 @@ def setup(small_data: tuple[Path, Path]):
 def test_traces_are_well_formed_and_honest(setup) -> None:
     from training.sft import teacher_trace, trace_turns
 
-    from mrrec_edge.scenarios import content_words
-
     ws, tokenizer, examples, config = setup
     eos = tokenizer.eos_token_id
     for example in examples:
@@ -47,7 +46,8 @@ def test_traces_are_well_formed_and_honest(setup) -> None:
             args = json.loads(re.search(r"<tool_call>(.*)</tool_call>", first_call).group(1))
             aspects = args["arguments"]["aspects"]
             query = example["query"].lower()
-            assert all(set(a.lower().split()) <= set(re.findall(r"[\w']+", query)) for a in aspects)
+            words = set(re.findall(r"[\w']+", query)) | {"they", "liked"}
+            assert all(set(a.lower().split()) <= words for a in aspects), aspects
             prompt, answer = trace.turns[-1]
             body = json.loads(re.search(r"<answer>(.*)</answer>", answer).group(1))
             shown = {int(i) for i in re.findall(r"^\[m(\d+)\] ", prompt, re.MULTILINE)}
@@ -55,10 +55,11 @@ def test_traces_are_well_formed_and_honest(setup) -> None:
             assert cited and cited <= shown, "cites only memories it was shown"
             profile = body["ideal_item_profile"]
             assert profile == trace.profile
-            assert not content_words(profile) & content_words(example["target_title"]) - {
-                "film",
-                "movie",
-            }, f"the profile names the title: {profile!r} / {example['target_title']!r}"
+            assert example["target_title"] not in profile, profile
+            rest = profile
+            for r in sorted(ws.store.user_history(example["user"]), key=lambda r: -len(r["title"])):
+                rest = rest.replace(f"{r['title']} ({r['year']})", "")
+            assert not re.search(r"\(\d{4}\)", rest), f"names only remembered items: {profile!r}"
             for (p, c), turn in zip(trace.turns, trace_turns(tokenizer, trace), strict=True):
                 assert "<" not in c[len("<think>") : c.index("</think>")]
                 assert turn.prompt_ids == tokenizer(p, add_special_tokens=False).input_ids
@@ -69,7 +70,8 @@ def test_traces_are_well_formed_and_honest(setup) -> None:
 
 
 def test_teacher_profiles_rank_the_target_high(setup) -> None:
-    """The teacher's profile grounds its target well: SFT imitates useful answers."""
+    """The teacher's profile, written from memory alone, grounds its target better than the
+    query alone does: SFT imitates useful answers."""
     from training.rollout import ask, catalog_cutoffs
     from training.sft import Teacher
 
@@ -77,12 +79,14 @@ def test_teacher_profiles_rank_the_target_high(setup) -> None:
 
     ws, tokenizer, examples, config = setup
     cuts = catalog_cutoffs(ws)
-    ranks = []
+    ranks, query_ranks = [], []
     for example in examples:
-        teacher = Teacher(tokenizer, ws.store, example, calls=1, config=config)
+        target = ws.store.item(example["target_item"]).item_id
+        hits = ws.ground(example["query"], k=cuts[0], user=example["user"])
+        ids = [h.item_id for h in hits]
+        query_ranks.append(ids.index(target) + 1 if target in ids else cuts[0] + 1)
+        teacher = Teacher(tokenizer, ws, example, calls=1, config=config)
         r = ask(Assistant(ws, teacher, config), example, cuts=cuts)
         assert r.stats["memory_calls"] == 1 and r.stats["malformed_turns"] == 0
         ranks.append(r.ranking.index(r.target) + 1 if r.target in r.ranking else cuts[0] + 1)
-    # Most targets land in the wide cut-off, and a good share in the top 10.
-    assert sum(rank <= cuts[0] for rank in ranks) >= len(ranks) * 0.75, ranks
-    assert sum(rank <= 10 for rank in ranks) >= 2, ranks
+    assert sum(ranks) < sum(query_ranks), (ranks, query_ranks)

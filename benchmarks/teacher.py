@@ -1,0 +1,66 @@
+"""How well the SFT teacher's answers rank the held-out item: the ceiling of what SFT imitates.
+
+Runs the teacher (``training.sft.Teacher``) through the assistant's own loop on a split's
+queries, exactly as trace building does, and grounds each profile on the full catalog; next to
+it, in the same run, the query alone (the ``dense`` row). No LLM is involved: this measures
+the teacher's procedure, not a model.
+
+    python benchmarks/teacher.py --dataset runs/data/ml100k --home runs/data/ml100k-home \
+        [--split val] [--limit 50] [--calls 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training.base import base_checkpoint  # noqa: E402
+from training.recipe import RolloutConfig  # noqa: E402
+from training.rollout import ask, assistant_config  # noqa: E402
+from training.sft import Teacher  # noqa: E402
+
+from mrrec_edge.assistant import Assistant  # noqa: E402
+from mrrec_edge.evaluation import DEPTH, metric_names, per_query_metrics  # noqa: E402
+from mrrec_edge.scenarios import load_examples  # noqa: E402
+from mrrec_edge.workspace import Workspace  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--calls", type=int, default=1, help="Teacher memory calls (1 or 2).")
+    args = parser.parse_args()
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint()), local_files_only=True)
+    config = assistant_config(RolloutConfig())
+    examples = load_examples(args.dataset, args.split)[: args.limit]
+    rankings: dict[str, list[list[int]]] = {"teacher": [], "dense (query alone)": []}
+    targets = []
+    with Workspace.open(args.home) as ws:
+        for e in examples:
+            teacher = Teacher(tokenizer, ws, e, calls=args.calls, config=config)
+            rollout = ask(Assistant(ws, teacher, config), e, cuts=(DEPTH, 10))
+            rankings["teacher"].append(rollout.ranking)
+            hits = ws.ground(e["query"], k=DEPTH, user=e["user"])
+            rankings["dense (query alone)"].append([h.item_id for h in hits])
+            targets.append(rollout.target)
+    print(f"{len(targets)} {args.split} queries, top {DEPTH} of the catalog")
+    names = metric_names()
+    print(f"{'':22}" + "".join(f"{m:>12}" for m in names))
+    for row, ranks in rankings.items():
+        values = per_query_metrics(ranks, targets)
+        print(f"{row:22}" + "".join(f"{values[m].mean():12.3f}" for m in names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
