@@ -29,9 +29,11 @@ def _eval(state: Path, prepared_home: Path, dataset: Path, *args: str) -> dict[s
     return json.loads(proc.stdout)
 
 
-def _check_in_range(out: dict[str, Any], rows: list[str], queries: int) -> None:
+def _check_in_range(
+    out: dict[str, Any], rows: list[str], queries: int, catalog_size: int = 1682
+) -> None:
     assert set(out["rows"]) == set(rows)  # --json sorts keys
-    assert out["queries"] == queries and out["catalog_size"] == 1682
+    assert out["queries"] == queries and out["catalog_size"] == catalog_size
     for row in out["rows"].values():
         for metric in metric_names():
             assert 0 <= row[metric] <= 1
@@ -103,6 +105,25 @@ def test_eval_limit_20_with_the_real_model_is_deterministic(
     assert llm["memory_tokens"] == 0 and llm["memory_calls"] == 0
 
 
+def test_eval_over_the_ml25m_keyword_pool(
+    prepared_home: Path, prepared_pool_home: Path, small_dataset: Path, tmp_path: Path
+) -> None:
+    """The larger pool holds every MovieLens 100K item and the 25M items they do not match;
+    the rows that ignore the query rank only items someone consumed, so they do not change."""
+    from mrrec_edge.scenarios import prepared_marker
+
+    args = ("--split", "train", "--limit", "10", "--rows", CHEAP)
+    pool = _eval(tmp_path, prepared_pool_home, small_dataset, *args, "--catalog", "ml25m-keywords")
+    small = _eval(tmp_path, prepared_home, small_dataset, *args)
+    stats = prepared_marker(prepared_pool_home)["stats"]
+    items = stats["items"]
+    assert stats["pending_embeddings"]["items"] == 0  # every pool item is embedded
+    assert 13_816 <= items < 13_816 + 1682
+    _check_in_range(pool, CHEAP.split(","), 10, catalog_size=items)
+    for row in ("popularity", "cf"):
+        assert pool["rows"][row]["ndcg@100"] == small["rows"][row]["ndcg@100"], row
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -112,7 +133,10 @@ def test_eval_limit_20_with_the_real_model_is_deterministic(
         ),
         (("--rows", "mrrec-rl"), "pass --bundle-rl DIR"),
         (("--rows", "popularity,bpr"), "unknown row(s) bpr"),
-        (("--catalog", "ml25m-keywords"), "--catalog ml25m-keywords: not yet"),
+        (
+            ("--catalog", "ml25m-keywords"),
+            "holds the ml100k catalog; prepare a workspace with it",
+        ),
         (("--bundle-base", "/nonexistent"), "model bundle /nonexistent: the folder does not exist"),
     ],
 )

@@ -11,6 +11,7 @@ from mrrec_edge._core import import_kinds
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
 from mrrec_edge.config import Settings
 from mrrec_edge.datasets import DATASETS, fetch_movielens_100k
+from mrrec_edge.scenarios.prepare import CATALOGS
 from mrrec_edge.workspace import Workspace
 
 IMPORT_HELP = """Import history or a catalog from PATH (a file or an export folder).
@@ -153,6 +154,9 @@ makes HOME a ready workspace for training and evaluation: the catalog and histor
 imported and embedded, every user's local memory (statistical summarizer), and global
 memory from the train users only. A complete HOME for the same dataset and embedder
 is kept as is; an interrupted one resumes. The embedder comes from this home's bundle.
+With --catalog ml25m-keywords the prepared HOME's catalog also holds the MovieLens 25M
+keyword catalog (13.8k items; `mrrec eval --catalog ml25m-keywords` needs it); the
+memory is the same.
 """
 
 
@@ -201,6 +205,13 @@ def _scenario_sources(
     metavar="HOME",
     help="Also prepare HOME as a workspace for this dataset (see above).",
 )
+@click.option(
+    "--catalog",
+    type=click.Choice(CATALOGS),
+    default=CATALOGS[0],
+    show_default=True,
+    help="The item pool of the prepared HOME.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest's counts as JSON.")
 @click.pass_obj
 def build_command(
@@ -213,6 +224,7 @@ def build_command(
     min_history: int,
     users_limit: int | None,
     prepare_home: Path | None,
+    catalog: str,
     as_json: bool,
 ) -> None:
     from mrrec_edge.scenarios import DATASET_VERSION, build_scenarios
@@ -231,7 +243,7 @@ def build_command(
         )
     result: dict[str, object] = {"out": str(out), "counts": manifest["counts"]}
     if prepare_home is not None:
-        result["prepared"] = _prepare_with_progress(settings, out, prepare_home)
+        result["prepared"] = _prepare_with_progress(settings, out, prepare_home, catalog)
     if as_json:
         emit_json(result)
         return
@@ -246,7 +258,9 @@ def build_command(
         out_console.print(f"workspace ready: {prepare_home}")
 
 
-def _prepare_with_progress(settings: Settings, dataset: Path, home: Path) -> dict[str, object]:
+def _prepare_with_progress(
+    settings: Settings, dataset: Path, home: Path, catalog: str
+) -> dict[str, object]:
     from mrrec_edge.scenarios import prepare_workspace, prepared_marker
 
     labels = {
@@ -254,6 +268,7 @@ def _prepare_with_progress(settings: Settings, dataset: Path, home: Path) -> dic
         "embed": "embedding",
         "memory": "building local memory",
         "global": "building global memory",
+        "pool": "importing the larger catalog",
         "index": "indexing",
     }
     with progress_bar() as bar:
@@ -264,7 +279,9 @@ def _prepare_with_progress(settings: Settings, dataset: Path, home: Path) -> dic
                 tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        prepare_workspace(dataset, home, bundle=settings.bundle_path, progress=on_progress)
+        prepare_workspace(
+            dataset, home, bundle=settings.bundle_path, catalog=catalog, progress=on_progress
+        )
     return prepared_marker(home) or {}
 
 

@@ -38,6 +38,7 @@ from mrrec_edge.evaluation.metrics import (
 from mrrec_edge.evaluation.rows import ROWS, ItemKNN, Popularity, Row, static_memory
 from mrrec_edge.model import LanguageModel
 from mrrec_edge.scenarios import load_examples, load_manifest, prepared_marker
+from mrrec_edge.scenarios.prepare import CATALOGS
 from mrrec_edge.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ DEPTH = max(KS)
 #: What the per-category numbers group by (a query counts in each genre of its target).
 CATEGORY_BASIS = "target genres"
 MODEL_ROLES = ("base", "sft", "rl")
-CATALOGS = ("ml100k", "ml25m-keywords")
 
 #: ``progress(row, done, total)`` after each query.
 Progress = Callable[[str, int, int], None]
@@ -130,10 +130,14 @@ class Evaluation:
     def __init__(self, ws: Workspace, plan: EvalPlan) -> None:
         self.ws = ws
         self.plan = plan
-        if plan.catalog != "ml100k":
+        home = ws.settings.home
+        self.workspace_key = check_prepared(home, plan.dataset)
+        prepared = self.workspace_key.get("catalog", CATALOGS[0])
+        if prepared != plan.catalog:
             raise InputError(
-                f"--catalog {plan.catalog}: not yet; only the MovieLens 100K catalog "
-                "(the prepared workspace's 1,682 items) can be evaluated so far"
+                f"--catalog {plan.catalog}: {home} holds the {prepared} catalog; prepare a "
+                f"workspace with it: `mrrec data build --out {plan.dataset} --prepare NEW_HOME "
+                f"--catalog {plan.catalog}`"
             )
         self.bundles = {"base": ws.settings.bundle_path, **plan.bundles}
         for name in plan.rows:
@@ -142,7 +146,6 @@ class Evaluation:
                 raise InputError(f"row {name} needs the {role} model: pass --bundle-{role} DIR")
             if role is not None:
                 Bundle.load(self.bundles[role])  # a missing or broken bundle fails before any row
-        self.workspace_key = check_prepared(ws.settings.home, plan.dataset)
         examples = load_examples(plan.dataset, plan.split)
         self.examples = examples[: plan.limit] if plan.limit is not None else examples
         if not self.examples:

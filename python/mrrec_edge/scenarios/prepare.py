@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 MARKER = ".mrrec-prepared.json"
 _PARTIAL_KEY = ".mrrec-prepare-key.json"
 SUMMARIZERS = ("stats",)
+#: Item pools a workspace can hold: the dataset's 1,682 MovieLens 100K items, or those plus the
+#: 13.8k-item MovieLens 25M keyword catalog (evaluation over a larger pool, as the paper ranks
+#: its full item set).
+CATALOGS = ("ml100k", "ml25m-keywords")
 #: The stages reported to ``progress(stage, done, total)``.
-STAGES = ("import", "embed", "memory", "global", "index")
+STAGES = ("import", "embed", "memory", "global", "pool", "index")
 
 StageProgress = Callable[[str, int, int | None], None]
 
@@ -77,6 +81,7 @@ def prepare_workspace(
     keywords_csv: str | Path | None = None,
     summarizer: str = "stats",
     bundle: str | Path | None = None,
+    catalog: str = "ml100k",
     progress: StageProgress | None = None,
 ) -> Path:
     """Makes ``home`` a ready workspace for ``dataset_dir`` and returns it.
@@ -84,17 +89,26 @@ def prepare_workspace(
     ``keywords_csv`` defaults to the dataset's own copy; ``bundle`` (a folder with ``embedder/``)
     defaults to the bundle of the current settings ($MRREC_HOME), and the home's config.toml
     points there so that the assistant and the embeddings use the same models.
+
+    ``catalog="ml25m-keywords"`` also imports the keyword CSV as a catalog once the memory is
+    built, as ``mrrec import movielens-csv`` does: the MovieLens 100K items it matches by title
+    and year are merged (their genres joined), the others added and embedded. Users, local and
+    global memory are the same as in the MovieLens 100K workspace; only the pool grows.
     """
     dataset = Path(dataset_dir)
     home = Path(home).expanduser()
     if summarizer not in SUMMARIZERS:
         raise InputError(f"unknown summarizer {summarizer!r} (one of: {', '.join(SUMMARIZERS)})")
+    if catalog not in CATALOGS:
+        raise InputError(f"unknown catalog {catalog!r} (one of: {', '.join(CATALOGS)})")
     manifest = load_manifest(dataset, verify=True)
     keywords = Path(keywords_csv) if keywords_csv is not None else keywords_file(dataset)
     if manifest["parameters"]["keywords"] and keywords is None:
         raise InputError(f"{dataset}: built with keywords, but its catalog/ copy is missing")
     if keywords is not None and not keywords.is_file():
         raise InputError(f"{keywords}: missing (the MovieLens 25M keyword CSV)", path=str(keywords))
+    if catalog == "ml25m-keywords" and keywords is None:
+        raise InputError(f"{dataset}: --catalog {catalog} needs the MovieLens 25M keyword CSV")
     bundle_path = (Path(bundle) if bundle is not None else load_settings().bundle_path).resolve()
     embedder_json = bundle_path / "embedder" / "embedder.json"
     if not embedder_json.is_file():
@@ -110,6 +124,8 @@ def prepare_workspace(
         "summarizer": summarizer,
         "global_split": "train",
     }
+    if catalog != "ml100k":  # only then: homes prepared before pools existed stay valid
+        key["catalog"] = catalog
     with _locked(home):
         marker = prepared_marker(home)
         if marker is not None and marker.get("key") == key:
@@ -126,7 +142,7 @@ def prepare_workspace(
         partial.mkdir(parents=True, exist_ok=True)
         (partial / _PARTIAL_KEY).write_text(json.dumps(key, indent=2), encoding="utf-8")
         _write_config(partial, bundle_path)
-        report = _build(partial, dataset, manifest, keywords, progress or _quiet)
+        report = _build(partial, dataset, manifest, keywords, catalog, progress or _quiet)
         gc.collect()  # the store is closed before its folder moves
         (partial / _PARTIAL_KEY).unlink()
         # Written last: only a complete workspace carries it.
@@ -167,6 +183,7 @@ def _build(
     dataset: Path,
     manifest: dict[str, Any],
     keywords: Path | None,
+    catalog: str,
     progress: StageProgress,
 ) -> dict[str, Any]:
     # Imported here: global memory reads this package's keyword vocabulary (an import cycle).
@@ -223,6 +240,19 @@ def _build(
         global_report = build_global_memory(ws, examples, split="train", progress=on_choice)
         timings["global_s"] = time.perf_counter() - start
 
+        if catalog == "ml25m-keywords":
+            assert keywords is not None
+            start = time.perf_counter()
+            # After the memory: a larger pool must not change what the users' memory holds.
+            # Re-importing adds nothing, so a resumed run just goes on to the embedding.
+            ws.import_data(
+                "movielens-csv",
+                keywords,
+                progress=lambda done, total: progress("pool", done, total or None),
+            )
+            _embed(ws, progress)
+            timings["pool_s"] = time.perf_counter() - start
+
         start = time.perf_counter()
         progress("index", 0, None)
         ws.store.open_indexes()
@@ -230,6 +260,7 @@ def _build(
         timings["index_s"] = time.perf_counter() - start
         stats = ws.store.stats()
     return {
+        "catalog": catalog,
         "stats": stats,
         "memory": memory,
         "global": global_report,
