@@ -1,5 +1,6 @@
 """The crash-safety harness: SIGKILL a real process at seeded random moments while it imports,
-builds memory, records feedback or saves a streaming conversation, then check the home.
+builds memory, records feedback, saves a streaming conversation or rebuilds the dense indexes,
+then check the home.
 
 After every kill:
 - ``PRAGMA integrity_check`` (and FTS5's own check) finds nothing;
@@ -46,7 +47,7 @@ from tests.reliability.plans import (
 )
 from tests.reliability.sql import run_sql
 
-SCENARIOS = ("import", "memory-build", "feedback", "conversation")
+SCENARIOS = ("import", "memory-build", "feedback", "conversation", "index-rebuild")
 #: Interactions in the file the import scenario imports (long enough to be killed inside).
 IMPORT_ROWS = 40_000
 
@@ -97,6 +98,19 @@ def _kill_after(proc: subprocess.Popen[str], delay: float) -> tuple[bool, list[s
         proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=120)
     return running, out.splitlines()
+
+
+def _kill_worker(report: Report, home: Path, kind: str, seed: int, delay: float) -> list[str]:
+    """Runs a crash_worker child in ``home``, SIGKILLs it ``delay`` seconds after it is ready
+    and counts the kill in ``report``; returns the lines it acknowledged."""
+    proc = _worker(home, kind, seed)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise AssertionError(f"the {kind} child did not start: {proc.communicate()[1]}")
+    running, lines = _kill_after(proc, delay)
+    report.kills += 1
+    report.mid_run += running
+    return lines
 
 
 def _fresh(base: Path, work: Path, name: str) -> Path:
@@ -289,13 +303,7 @@ def crash_feedback(bases: Bases, kills: int, rng: random.Random, span: float = 2
     for k in range(kills):
         home = _fresh(bases.built, bases.work, "feedback")
         seed = rng.randrange(1 << 30)
-        proc = _worker(home, "feedback", seed)
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise AssertionError(f"the feedback child did not start: {proc.communicate()[1]}")
-        running, lines = _kill_after(proc, rng.uniform(0, span))
-        report.kills += 1
-        report.mid_run += running
+        lines = _kill_worker(report, home, "feedback", seed, rng.uniform(0, span))
         acks = [line.split() for line in lines if line.startswith("ack ")]
         report.acknowledged += len(acks)
         plan = list(enumerate(islice(feedback_plan(home, seed), len(acks) + 1)))
@@ -331,13 +339,7 @@ def crash_conversation(bases: Bases, kills: int, rng: random.Random, span: float
     for k in range(kills):
         home = _fresh(bases.chat, bases.work, "chat")
         seed = rng.randrange(1 << 30)
-        proc = _worker(home, "conversation", seed)
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise AssertionError(f"the conversation child did not start: {proc.communicate()[1]}")
-        running, lines = _kill_after(proc, rng.uniform(0, span))
-        report.kills += 1
-        report.mid_run += running
+        lines = _kill_worker(report, home, "conversation", seed, rng.uniform(0, span))
         report.acknowledged += len(lines)
         problems = integrity_problems(home)
         plan = dict(enumerate(islice(conversation_plan(seed), len(lines) + 1)))
@@ -378,11 +380,41 @@ def crash_conversation(bases: Bases, kills: int, rng: random.Random, span: float
     return report
 
 
+def _first_ack_after(home: Path, kind: str) -> float:
+    """Seconds from a worker's "ready" to its first acknowledged write (sizes the kill window)."""
+    proc = _worker(home, kind, 0)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    started = time.monotonic()
+    proc.stdout.readline()
+    took = time.monotonic() - started
+    proc.kill()
+    proc.communicate(timeout=120)
+    return took
+
+
+def crash_index_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report:
+    """Kills while the index files are rebuilt and saved: whatever files are left, the indexes
+    loaded next time hold exactly SQLite's vectors (a torn or stale file is rebuilt)."""
+    report = Report("index-rebuild")
+    # Kills spread over about three rebuilds, so most land inside one, some between saves.
+    span = 3 * _first_ack_after(_fresh(bases.built, bases.work, "index"), "index")
+    for k in range(kills):
+        home = _fresh(bases.built, bases.work, "index")
+        lines = _kill_worker(report, home, "index", 0, rng.uniform(0, span))
+        report.acknowledged += len(lines)
+        problems = integrity_problems(home)
+        problems += index_problems(home, ["u0", "u1", "u2"], rebuild=k == kills - 1)
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
 RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {
     "import": crash_import,
     "memory-build": crash_memory_build,
     "feedback": crash_feedback,
     "conversation": crash_conversation,
+    "index-rebuild": crash_index_rebuild,
 }
 
 

@@ -1,5 +1,5 @@
-"""SIGKILL during import, memory build, feedback and conversation saving: the short, seeded run
-of the crash harness (scripts/reliability.py runs the same with many more kill points)."""
+"""SIGKILL during import, memory build, feedback, conversation saving and index rebuilds: the
+short, seeded run of the crash harness (scripts/reliability.py runs the same with many more kill points)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.reliability.crash import RUNNERS, Bases
 
 #: Kill points per scenario here; import and memory build each rerun the whole job per kill.
-KILLS = {"import": 2, "memory-build": 2, "feedback": 3, "conversation": 4}
+KILLS = {"import": 2, "memory-build": 2, "feedback": 3, "conversation": 4, "index-rebuild": 3}
 
 
 @pytest.mark.parametrize("scenario", list(KILLS))
@@ -19,6 +19,8 @@ def test_sigkill_loses_no_acknowledged_write(bases: Bases, scenario: str) -> Non
     report = RUNNERS[scenario](bases, KILLS[scenario], random.Random(f"crash-{scenario}"))
     assert report.failures == []
     assert report.kills == KILLS[scenario]
+    if scenario == "index-rebuild":
+        assert report.mid_run == report.kills  # each kill hit a rebuild or a save
     if scenario in ("feedback", "conversation"):
         # The kills landed among acknowledged writes, not only before the first one.
         assert report.acknowledged > 0

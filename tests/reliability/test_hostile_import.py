@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,63 @@ def test_named_hostile_files(store_home: Path, tmp_path: Path) -> None:
     out = run_cli(store_home, "import", "items-csv", str(bad), check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert str(bad) in out.stderr.replace("\n", "")
+
+
+# The folder importers: a valid folder, then one of its files replaced by hostile bytes (with or
+# without its header). Rejections may name the folder (a file missing) or the file and line.
+FOLDERS: dict[str, dict[str, tuple[bytes, bytes]]] = {
+    "movielens-100k": {  # GroupLens layout: latin-1, '|' and tab separated, no headers
+        "u.item": (
+            b"",
+            b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0|0|1|1|1" + b"|0" * 13 + b"\n",
+        ),
+        "u.user": (b"", b"1|30|F|writer|12345\n"),
+        "u.data": (b"", b"1\t1\t5\t874965758\n"),
+    },
+    "movielens-csv": {
+        "movies.csv": (b"movieId,title,genres,keywords\n", b"1,Toy Story (1995),Animation,toys\n"),
+        "ratings.csv": (b"userId,movieId,rating,timestamp\n", b"1,1,4.5,1000\n"),
+    },
+    "letterboxd": {
+        "ratings.csv": (
+            b"Date,Name,Year,Letterboxd URI,Rating\n",
+            b"2023-05-01,The Matrix,1999,https://boxd.it/2a1m,4.5\n",
+        ),
+        "reviews.csv": (
+            b"Date,Name,Year,Letterboxd URI,Rating,Rewatch,Review,Tags,Watched Date\n",
+            b"2023-05-02,The Matrix,1999,https://boxd.it/2a1m,4.5,,Bullet time!,,2023-05-01\n",
+        ),
+        "watched.csv": (
+            b"Date,Name,Year,Letterboxd URI\n",
+            b"2023-05-01,Heat,1995,https://boxd.it/h\n",
+        ),
+    },
+}
+FOLDER_CASES = [(kind, name) for kind, files in FOLDERS.items() for name in files]
+
+
+@FUZZ
+@given(
+    case=st.sampled_from(FOLDER_CASES),
+    body=st.binary(max_size=300)
+    | csv_lines.map(lambda ls: "\n".join(ls).encode("utf-8", "surrogatepass"))
+    | csv_lines.map(lambda ls: "\n".join(ls).replace(",", "|").encode("latin-1", "replace")),
+    header=st.booleans(),
+)
+def test_any_folder_is_imported_or_rejected_cleanly(
+    store_home: Path, case: tuple[str, str], body: bytes, header: bool
+) -> None:
+    kind, hostile = case
+    folder = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=store_home))
+    for name, (head, row) in FOLDERS[kind].items():
+        data = (head if header else b"") + body if name == hostile else head + row
+        (folder / name).write_bytes(data)
+    before = _counts(store_home)
+    with MemoryStore(store_home) as store:
+        try:
+            store.import_file(kind, str(folder), user="fuzz" if kind == "letterboxd" else None)
+        except InputError as exc:
+            assert str(exc).startswith(str(folder)), exc  # names the folder or its file
+            assert _counts(store_home) == before, "a rejected folder wrote something"
+            return
+        assert store.check_integrity() == []
