@@ -52,7 +52,7 @@ from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
 from mrrec_edge.memory.records import Record, label, signal
 from mrrec_edge.memory.stats import LIKED
 from mrrec_edge.scenarios import Facet
-from mrrec_edge.scenarios.queries import canonical_keyword
+from mrrec_edge.scenarios.queries import CatalogItem, fits
 from mrrec_edge.workspace import Workspace
 from training import data as data_mod
 from training.dist import Dist
@@ -164,11 +164,15 @@ class Teacher(ChatTokenizer):
         think = _clip(think, self.config.max_think_chars)
         return f"<think>{think}</think>\n<tool_call>{call}</tool_call>"
 
-    def fits(self, record: Mapping[str, Any]) -> bool:
-        facet = self.example["facet"]
-        if facet["kind"] == "genre":
-            return facet["value"] in record["categories"]
-        return facet["value"] in {canonical_keyword(k) for k in record["keywords"]}
+    def fits(self, record: Record) -> bool:
+        item = CatalogItem(
+            str(record["item_id"]),
+            record["title"],
+            record["year"],
+            tuple(record["categories"]),
+            tuple(record["keywords"]),
+        )
+        return fits(self.example["facet"], item)
 
     def chosen(self, shown: Sequence[MemoryEntry]) -> list[tuple[Record, MemoryEntry]]:
         """Up to three well-rated items the shown memories cite, with the first memory citing
