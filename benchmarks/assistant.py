@@ -1,7 +1,9 @@
 """The assistant over held-out scenario queries: robustness (crashes, format failures, memory-call
 rate, turns) and latency of query -> first recommendation, split into retrieval / prefill /
 decode / grounding, next to the dense baseline (query embedded and grounded directly) in the
-same run.
+same run. With ``--compare-prefix-cache`` every query is also answered with the runtime's prefix
+cache off (the same model, in alternating order), giving the cache's speed-up as a ratio and the
+share of answers that came out identical.
 
 Needs a prepared workspace (``mrrec data build --prepare HOME``, or
 ``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
@@ -9,7 +11,7 @@ home's). Queries are those of ``--splits`` (default val,test: every user there i
 training and from global memory), the first ``--limit`` in file order.
 
     python benchmarks/assistant.py --home HOME --dataset DATASET [--limit 200] [--threads 2]
-        [--bundle DIR] [--json OUT]
+        [--bundle DIR] [--json OUT] [--compare-prefix-cache]
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+LATENCY_PARTS = ("total", "prefill", "decode")
+
+
+def answer_uncached(assistant: Assistant, ex: dict) -> dict:
+    """The query answered with the prefix cache off; the cache's slot is left as it was."""
+    model = assistant.model
+    model.prefix_cache = False
+    try:
+        events = list(assistant.ask(ex["user"], ex["query"], k=10))
+    finally:
+        model.prefix_cache = True
+    done = next(e for e in events if isinstance(e, Done))
+    recs = next(e for e in events if isinstance(e, Recommendations)).items
+    answer = [t[1] for t in done.turns]
+    return {"answer": answer, "ids": [r.item.ext_id for r in recs], "timings": done.timings}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
@@ -46,6 +65,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="Write every figure and per-query row here.")
+    parser.add_argument("--compare-prefix-cache", action="store_true")
     args = parser.parse_args()
 
     settings = load_settings(args.home)
@@ -64,8 +84,13 @@ def main() -> int:
         t = time.perf_counter()
         dense = ws.ground(ex["query"], user=ex["user"], k=10)
         dense_s = time.perf_counter() - t
+        uncached = {}
         try:
+            if args.compare_prefix_cache and n % 2:
+                uncached = answer_uncached(assistant, ex)
             events = list(assistant.ask(ex["user"], ex["query"], k=10))
+            if args.compare_prefix_cache and not n % 2:
+                uncached = answer_uncached(assistant, ex)
         except Exception:  # a crash is what this benchmark counts; it must not stop the run
             crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
             continue
@@ -88,6 +113,10 @@ def main() -> int:
                 **{f"{k}_s": v for k, v in done.timings.items()},
             }
         )
+        if uncached:
+            answer = [t[1] for t in done.turns]
+            rows[-1]["same_answer"] = answer == uncached["answer"] and ids == uncached["ids"]
+            rows[-1].update({f"uncached_{k}_s": uncached["timings"][k] for k in LATENCY_PARTS})
         if n % 20 == 0:
             print(f"{n}/{len(examples)} queries", file=sys.stderr, flush=True)
 
@@ -116,6 +145,11 @@ def main() -> int:
         "p50_dense_baseline_s": percentile(col("dense_s"), 50),
         "threads": args.threads,
     }
+    if args.compare_prefix_cache and rows:
+        for k in LATENCY_PARTS:
+            summary[f"p50_uncached_{k}_s"] = percentile(col(f"uncached_{k}_s"), 50)
+        summary["prefix_cache_speedup"] = summary["p50_uncached_total_s"] / summary["p50_total_s"]
+        summary["same_answer_rate"] = statistics.mean(col("same_answer"))
     summary["ratio_to_target"] = summary["p50_total_s"] / TARGET_S
     summary["ratio_to_dense"] = summary["p50_total_s"] / summary["p50_dense_baseline_s"]
     for key, value in summary.items():

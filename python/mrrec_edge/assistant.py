@@ -140,6 +140,11 @@ class Assistant:
         self.ws = workspace
         self.model = model
         self.config = config or AssistantConfig()
+        pin_prefix = getattr(model, "pin_prefix", None)
+        if pin_prefix is not None:
+            # The device runtime's prefix cache keeps the instructions every request starts
+            # with (training's torch policy has no such cache).
+            pin_prefix(model.apply_chat_template(self._orchestrator("", []).messages()[:1]))
 
     def ask(
         self,
@@ -166,15 +171,7 @@ class Assistant:
             vector=self.ws.embed_query(query), text=query, tiers=["global"], k=c.global_k
         )
         timings["retrieval"] += perf_counter() - t
-        orch = Orchestrator(
-            query,
-            global_memory=global_hits,
-            max_memory_calls=c.max_memory_calls,
-            memory_token_budget=c.memory_token_budget,
-            memory_k=c.memory_k,
-            max_think_chars=c.max_think_chars,
-            max_profile_chars=c.max_profile_chars,
-        )
+        orch = self._orchestrator(query, global_hits)
         retrieved: dict[int, MemoryEntry] = {}
         if static_memory:
             orch.add_memories(list(static_memory), token_count=self.model.count_tokens)
@@ -249,6 +246,18 @@ class Assistant:
         yield Recommendations(recommendations)
         timings["total"] = perf_counter() - started
         yield Done(timings, orch.stats(), cited, turns, [h.entry for h in global_hits])
+
+    def _orchestrator(self, query: str, global_hits: list[MemoryHit]) -> Orchestrator:
+        c = self.config
+        return Orchestrator(
+            query,
+            global_memory=global_hits,
+            max_memory_calls=c.max_memory_calls,
+            memory_token_budget=c.memory_token_budget,
+            memory_k=c.memory_k,
+            max_think_chars=c.max_think_chars,
+            max_profile_chars=c.max_profile_chars,
+        )
 
     def _retrieve(self, user: str, action: dict[str, Any], exclude: list[int]) -> list[MemoryHit]:
         text = "; ".join(action["aspects"])

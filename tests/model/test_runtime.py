@@ -439,6 +439,114 @@ def test_closing_the_stream(model: LanguageModel) -> None:
     assert model.last_stats.finish_reason == "closed" and model.last_stats.new_tokens >= 1
 
 
+# --- the prefix cache ---------------------------------------------------------------------
+
+# Fixed JSON separators and plain one-line thoughts re-tokenise into the tokens generated (as the
+# orchestrator's turns do), so a follow-up finds nearly all of the conversation in the cache.
+TURN_GRAMMAR = r"""
+start: "<think>" thought "</think>\n<answer>" pick "</answer>"
+thought: /[A-Za-z ,.']{1,120}/
+pick: %json {"type": "object", "properties": {"title": {"type": "string", "maxLength": 30}},
+             "required": ["title"], "additionalProperties": false,
+             "x-guidance": {"whitespace_flexible": false}}
+"""
+GUIDED_NO_LIMIT = {"guidance": ("lark_grammar", TURN_GRAMMAR)}
+GUIDED = {"max_new_tokens": 120, **GUIDED_NO_LIMIT}
+SYSTEM = "You recommend movies. Think briefly, then answer with one title as JSON."
+
+
+def cold(model: LanguageModel, prompt: str, **options: Any) -> tuple[str, tuple[int, ...]]:
+    """``prompt``'s answer from an empty cache."""
+    model.clear_cache()
+    out = model.generate(prompt, **options)
+    assert model.last_stats.cached_tokens == 0
+    return out, model.last_stats.token_ids
+
+
+def test_prefix_cache_continues_a_conversation(model: LanguageModel) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]}]
+    first = cold(model, model.apply_chat_template(messages), **GUIDED)[0]
+    assert model.last_stats.finish_reason == "stop", first
+    messages += [
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "Something older, please."},
+    ]
+    follow_up = model.apply_chat_template(messages)
+    warm = model.generate(follow_up, **GUIDED)
+    stats = model.last_stats
+    # Only the follow-up ran: the first prompt and answer came from the cache.
+    assert stats.cached_tokens > stats.prompt_tokens - 30 > 0, stats
+    assert stats.finish_reason == "stop" and warm.startswith("<think>"), warm
+    # The same tokens as a fresh generator prefilling the whole conversation.
+    model.prefix_cache = False
+    try:
+        assert model.generate(follow_up, **GUIDED) == warm
+        assert model.last_stats.cached_tokens == 0
+    finally:
+        model.prefix_cache = True
+
+
+def test_pinned_prefix_is_kept_across_prompts(model: LanguageModel) -> None:
+    pinned = model.apply_chat_template([{"role": "system", "content": SYSTEM}])
+    model.pin_prefix(pinned)
+    try:
+        prompts = [chat(model, question, system=SYSTEM) for question in QUESTIONS[:3]]
+        answers = [cold(model, prompt, **GUIDED) for prompt in prompts]
+        model.generate(prompts[0], **GUIDED)
+        for prompt, answer in zip(prompts[1:], answers[1:], strict=True):
+            out = model.generate(prompt, **GUIDED)
+            stats = model.last_stats
+            # The system prompt came from the cache (up to where its tokens meet the question's).
+            assert 0.8 * model.count_tokens(pinned) < stats.cached_tokens < stats.prompt_tokens
+            # An answer does not depend on what ran before it.
+            assert (out, stats.token_ids) == answer
+    finally:
+        model.pin_prefix("")
+        model.clear_cache()
+
+
+def test_prefix_cache_needs_greedy_and_the_same_guidance(model: LanguageModel) -> None:
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[1]}]
+    first = cold(model, model.apply_chat_template(messages), **GUIDED)[0]
+    messages += [
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "Another one."},
+    ]
+    follow_up = model.apply_chat_template(messages)
+    # A sampled call starts fresh (a seed must mean the same thing every time) and leaves the
+    # cache alone; a call with other guidance starts fresh too.
+    model.generate(follow_up, max_new_tokens=8, temperature=0.8, seed=1)
+    assert model.last_stats.cached_tokens == 0
+    model.generate(follow_up, max_new_tokens=8, guidance=("regex", "[a-z ]{1,20}"))
+    assert model.last_stats.cached_tokens == 0
+    model.generate(follow_up, **GUIDED)
+    assert model.last_stats.cached_tokens == 0  # the regex call took the slot
+
+
+def test_prefix_cache_after_a_cut_turn(model: LanguageModel) -> None:
+    """A turn cut by its token limit or closed early leaves a generator mid-grammar: the next
+    turn still follows its grammar and stops at its own limit."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[2]}]
+    prompt = model.apply_chat_template(messages)
+    model.clear_cache()
+    cut = model.generate(prompt, max_new_tokens=6, **GUIDED_NO_LIMIT)
+    assert model.last_stats.finish_reason == "length" and model.last_stats.new_tokens == 6
+    stream = model.stream(prompt + cut, **GUIDED)
+    next(stream)
+    stream.close()
+    assert model.last_stats.finish_reason == "closed"
+    messages += [{"role": "assistant", "content": cut}, {"role": "user", "content": "Go on."}]
+    follow_up = model.apply_chat_template(messages)
+    out = model.generate(follow_up, **GUIDED)
+    assert model.last_stats.cached_tokens > 0 and model.last_stats.finish_reason == "stop"
+    assert out == cold(model, follow_up, **GUIDED)[0] and out.startswith("<think>"), out
+    # A continued generator has room past this call: the call's own limit still holds.
+    messages += [{"role": "assistant", "content": out}, {"role": "user", "content": "Why?"}]
+    model.generate(model.apply_chat_template(messages), max_new_tokens=4, **GUIDED_NO_LIMIT)
+    stats = model.last_stats
+    assert stats.cached_tokens > 0 and stats.finish_reason == "length" and stats.new_tokens == 4
+
+
 def test_sampling_with_seed(model: LanguageModel) -> None:
     prompt = chat(model, QUESTIONS[3])
     opts: dict[str, Any] = {"max_new_tokens": 20, "temperature": 0.9, "top_p": 0.95, "top_k": 40}

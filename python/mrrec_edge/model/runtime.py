@@ -1,9 +1,20 @@
 """Run the bundle's LLM with onnxruntime-genai: chat template, streaming, guided decoding.
 
-A :class:`LanguageModel` holds one ``og.Model`` and its tokenizer; every call gets its own
-``og.Generator``. The generator's KV cache is allocated up front for its ``max_length``, so each
-call sizes it to ``prompt + max_new_tokens`` (for SmolLM2-135M the cache costs 46 KB per token:
-the model's full 8192-token context would take 377 MB).
+A :class:`LanguageModel` holds one ``og.Model`` and its tokenizer. The generator's KV cache is
+allocated up front for its ``max_length`` (for SmolLM2-135M it costs 46 KB per token: the model's
+full 8192-token context would take 377 MB), so each call sizes it to what the call needs.
+
+Prefix cache: a greedy call keeps its generator afterwards (one slot, 46 MB per 1,000 tokens), and
+the next greedy call with the same guidance continues it instead of prefilling from scratch when
+- its prompt continues the kept call's prompt (the next turn of a conversation, such as the
+  assistant's turn after a memory call): only the tokens past what they share run;
+- or both start with the pinned prefix (:meth:`LanguageModel.pin_prefix`, the assistant's
+  instructions): the generator rewinds to it and the rest runs.
+The pinned prefix is prefilled as a chunk of its own whether it comes from the cache or not, so
+the answer to a new conversation never depends on what ran before it (chunking changes float
+rounding, which can flip a greedy pick: a continued turn may differ from the same prompt run cold
+in about one answer in 40, see benchmarks/assistant.py). Sampled calls always start fresh, so a
+seed means the same thing every time.
 
 Guided decoding (llguidance inside onnxruntime-genai) constrains the tokens to a JSON schema, a
 regex or a Lark grammar, so the orchestrator's answer format cannot break. Lark grammars may embed
@@ -25,12 +36,26 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import numpy as np
+
 from mrrec_edge.embedder.runtime import available_cpus
 from mrrec_edge.errors import BundleError
 
 GUIDANCE_KINDS = ("json_schema", "regex", "lark_grammar")
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 ADAPTER_SUFFIX = ".onnx_adapter"
+#: Room a cached generator keeps past its call for the turns that extend it (46 MB for SmolLM2).
+PREFIX_CACHE_RESERVE = 1024
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """The number of leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n, limit = 0, min(len(a), len(b), limit)
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
 _FIX = "rebuild the bundle with `mrrec bundle build` (needs `pip install 'mrrec-edge[train]'`)"
 
 
@@ -45,6 +70,7 @@ class GenerationStats:
     decode_s: float  # every token after the first: one forward pass each
     finish_reason: str  # "stop" (EOS or grammar done), "length", "cancelled", "closed", "error"
     token_ids: tuple[int, ...] = ()
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not prefilled)
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -118,11 +144,39 @@ def _guidance_spec(guidance: tuple[str, Any]) -> tuple[str, str]:
     return kind, spec
 
 
+@dataclass
+class _CachedGenerator:
+    """The prefix cache's one slot: a generator, the tokens its KV cache holds (its last call's
+    prompt, then what it generated), and how long its pinned prefix chunk is (0: none)."""
+
+    generator: Any
+    tokens: list[int]
+    prompt_length: int
+    pinned: int
+    guidance: tuple[str, str] | None
+    adapter: str | None
+    max_length: int
+
+    def reusable(self, tokens: Sequence[int], pinned: int) -> int:
+        """How many leading ``tokens`` the next call keeps (0: start fresh): all it shares when
+        ``tokens`` continue the last call's prompt (the next turn of a conversation; its text
+        may re-tokenise differently from what was generated), else the pinned chunk when both
+        have the same one. The last token of the sequence may have been sampled but never run,
+        and at least one prompt token must run to give the next logits, so neither is kept."""
+        shared = _common_prefix(self.tokens, tokens, min(len(self.tokens), len(tokens)) - 1)
+        if shared >= self.prompt_length > 0:
+            return shared
+        if pinned and self.pinned == pinned and shared >= pinned:
+            return pinned
+        return 0
+
+
 class LanguageModel:
     """A loaded onnxruntime-genai model. Open a folder with :meth:`LanguageModel.load`.
 
-    Several streams may run at once (each has its own generator and KV cache); ``last_stats``
-    is then that of the last one to end.
+    Several streams may run at once (each has its own generator and KV cache; only one of them
+    can use the prefix cache); ``last_stats`` is then that of the last one to end. Set
+    ``prefix_cache`` to False to give every call a fresh generator.
     """
 
     def __init__(
@@ -149,6 +203,10 @@ class LanguageModel:
         self.context_length = context_length
         self.adapter_names = adapter_names
         self.last_stats: GenerationStats | None = None
+        self.prefix_cache = True
+        self._cached: _CachedGenerator | None = None
+        self._pinned: list[int] = []
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -260,8 +318,6 @@ class LanguageModel:
         return [int(t) for t in self._tokenizer.encode(text)]
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        import numpy as np
-
         return self._tokenizer.decode(np.asarray(token_ids, dtype=np.int32))
 
     def count_tokens(self, text: str) -> int:
@@ -307,14 +363,34 @@ class LanguageModel:
         if adapter is not None and adapter not in self.adapter_names:
             known = ", ".join(self.adapter_names) or "none"
             raise ValueError(f"unknown adapter {adapter!r} (this bundle has: {known})")
-        tokens = self._tokenizer.encode(prompt)
+        tokens = [int(t) for t in self._tokenizer.encode(prompt)]
         if len(tokens) == 0:
             raise ValueError("the prompt is empty")
         if len(tokens) >= self.context_length:
             raise ValueError(
                 f"the prompt has {len(tokens)} tokens; the model's context is {self.context_length}"
             )
-        max_length = min(len(tokens) + max_new_tokens, self.context_length)
+        kind_spec = _guidance_spec(guidance) if guidance is not None else None
+        cacheable = self.prefix_cache and temperature == 0 and min_new_tokens == 0
+        # The pinned chunk this prompt prefills first (0: none).
+        pinned = _common_prefix(self._pinned, tokens, len(tokens) - 1) if cacheable else 0
+        if cacheable:
+            taken = self._take_cached(tokens, max_new_tokens, kind_spec, adapter, pinned)
+            if taken is not None:
+                slot, keep = taken
+                slot.generator.rewind_to(keep)  # also restarts the guidance grammar
+                return self._run(
+                    slot.generator,
+                    tokens,
+                    max_new_tokens,
+                    slot.max_length,
+                    cancel,
+                    perf_counter() - started,
+                    cached=keep,
+                    cache_as=(slot.pinned, kind_spec, adapter),
+                )
+        needed = len(tokens) + max_new_tokens + (PREFIX_CACHE_RESERVE if cacheable else 0)
+        max_length = min(needed, self.context_length)
         options: dict[str, Any] = {"max_length": max_length, "batch_size": 1}
         if min_new_tokens:
             options["min_length"] = min(len(tokens) + min_new_tokens, max_length)
@@ -330,28 +406,74 @@ class LanguageModel:
             options["do_sample"] = False
         params = og.GeneratorParams(self._model)
         params.set_search_options(**options)
-        kind = None
         try:
-            if guidance is not None:
-                kind, spec = _guidance_spec(guidance)
-                params.set_guidance(kind, spec)
+            if kind_spec is not None:
+                params.set_guidance(*kind_spec)
             generator = og.Generator(self._model, params)
         except RuntimeError as exc:  # llguidance compiles the grammar here
-            if kind is None:
+            if kind_spec is None:
                 raise
-            raise ValueError(f"invalid {kind} guidance: {exc}") from exc
+            raise ValueError(f"invalid {kind_spec[0]} guidance: {exc}") from exc
         if adapter is not None:
             generator.set_active_adapter(self._adapters, adapter)
-        return self._run(generator, tokens, max_length, cancel, perf_counter() - started)
+        return self._run(
+            generator,
+            tokens,
+            max_new_tokens,
+            max_length,
+            cancel,
+            perf_counter() - started,
+            pinned=pinned,
+            cache_as=(pinned, kind_spec, adapter) if cacheable else None,
+        )
+
+    def pin_prefix(self, text: str) -> None:
+        """Declares ``text`` (templated) the start most prompts share, e.g. the assistant's
+        instructions: prompts starting with it prefill it as a chunk of its own, which the
+        prefix cache keeps from one call to the next."""
+        self._pinned = [int(t) for t in self._tokenizer.encode(text)]
+
+    def _take_cached(
+        self,
+        tokens: Sequence[int],
+        max_new_tokens: int,
+        guidance: tuple[str, str] | None,
+        adapter: str | None,
+        pinned: int,
+    ) -> tuple[_CachedGenerator, int] | None:
+        """Empties the cache; returns its generator and how many tokens to keep if this call
+        can continue it."""
+        with self._cache_lock:
+            slot, self._cached = self._cached, None
+        if slot is None or slot.guidance != guidance or slot.adapter != adapter:
+            return None
+        keep = slot.reusable(tokens, pinned)
+        if keep == 0 or len(tokens) + max_new_tokens > slot.max_length:
+            return None
+        return slot, keep
+
+    def clear_cache(self) -> None:
+        """Frees the prefix cache's generator and its KV cache."""
+        with self._cache_lock:
+            self._cached = None
 
     def _run(
         self,
         generator: Any,
-        tokens: Any,
+        tokens: Sequence[int],
+        max_new_tokens: int,
         max_length: int,
         cancel: threading.Event | None,
         prepare_s: float,
+        *,
+        cached: int = 0,
+        pinned: int = 0,
+        cache_as: tuple[int, tuple[str, str] | None, str | None] | None = None,
     ) -> Iterator[str]:
+        """Prefills ``tokens[cached:]`` (the generator holds the KV of the first ``cached``;
+        a fresh one runs the first ``pinned`` as a chunk of their own) and generates up to
+        ``max_new_tokens``. ``cache_as`` (pinned, guidance, adapter) keeps the generator in the
+        prefix cache afterwards."""
         # Runs from the first next(): time spent before it by the caller is not counted.
         started = perf_counter() - prepare_s
         decoder = self._tokenizer.create_stream()
@@ -363,11 +485,17 @@ class LanguageModel:
                 finish = "cancelled"
                 return
             t = perf_counter()
-            generator.append_tokens(tokens)  # runs the prompt's forward pass
+            # The prompt's forward pass: only what the cache lacks.
+            for chunk in (tokens[cached:pinned], tokens[max(cached, pinned) :]):
+                if chunk:
+                    generator.append_tokens(np.asarray(chunk, dtype=np.int32))
             prefill_s = perf_counter() - t
             while not generator.is_done():
                 if cancel is not None and cancel.is_set():
                     finish = "cancelled"
+                    break
+                if len(new) >= max_new_tokens:  # a cached generator has room beyond this call
+                    finish = "length"
                     break
                 t = perf_counter()
                 generator.generate_next_token()
@@ -386,6 +514,7 @@ class LanguageModel:
                 finish = "length" if at_limit and not hit_eos else "stop"
         except Exception:
             finish = "error"
+            cache_as = None
             raise
         finally:
             self.last_stats = GenerationStats(
@@ -396,7 +525,13 @@ class LanguageModel:
                 decode_s=decode_s,
                 finish_reason=finish,
                 token_ids=tuple(new),
+                cached_tokens=cached,
             )
+            if cache_as is not None:
+                sequence = [int(t) for t in generator.get_sequence(0)]
+                slot = _CachedGenerator(generator, sequence, len(tokens), *cache_as, max_length)
+                with self._cache_lock:
+                    self._cached = slot
 
     def generate(self, prompt: str, **options: Any) -> str:
         """The whole continuation of ``prompt`` at once; takes :meth:`stream`'s options."""
