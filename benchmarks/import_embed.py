@@ -10,6 +10,7 @@ stage, interactions/s for the import and texts/s for the embedder, against the 1
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from mrrec_edge.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+TARGET_S = 10.0  # DESIGN.md: import and index 100k interactions, embeddings included
 
 
 def main() -> None:
@@ -27,6 +29,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA / "movielens-100k")
     ap.add_argument("--keywords", action="store_true", help="enrich with the 25M keyword file")
     ap.add_argument("--embedder", type=Path, help="embedder folder (default: the user's bundle)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     embedder_dir = args.embedder or load_settings().embedder_path
 
@@ -48,7 +51,11 @@ def main() -> None:
     print(f"import     {t1 - t0:6.2f} s  {n / (t1 - t0):>10,.0f} interactions/s ({n} rows)")
     print(f"embed      {t2 - t1:6.2f} s  {embedded / (t2 - t1):>10,.0f} texts/s ({embedded} texts)")
     print(f"index      {t3 - t2:6.2f} s  ({index['catalog_vectors']} catalog vectors, saved)")
-    print(f"total      {t3 - t0:6.2f} s  (target: under 10 s)")
+    print(f"total      {t3 - t0:6.2f} s  (target: under {TARGET_S:.0f} s)")
+    if args.json:
+        figures = {"interactions": n, "texts": embedded, "import_s": t1 - t0}
+        figures.update(embed_s=t2 - t1, index_s=t3 - t2, total_s=t3 - t0, target_s=TARGET_S)
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import statistics
 import tempfile
 import time
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--embedder", type=Path, help="embedder folder (default: the user's bundle)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     n, nq = args.entries, args.queries
@@ -213,13 +215,18 @@ def main() -> None:
 
         header = ("query", "p50 ms", "p99 ms", "numpy p50", "speed-up", "recall@10")
         print("\n{:34}{:>8}{:>8}{:>11}{:>10}{:>11}".format(*header))
+        figures = {}
         for name, lat, base, rec in rows:
             ours_p50, numpy_p50 = p(lat, 50), p(base, 50)
             cells = (name, ours_p50, p(lat, 99), numpy_p50, numpy_p50 / ours_p50)
             r = f"{rec:.3f}" if rec is not None else "-"
             print("{:34}{:8.3f}{:8.3f}{:11.3f}{:9.1f}x".format(*cells) + f"{r:>11}")
+            figures[name] = {"p50_ms": ours_p50, "p99_ms": p(lat, 99), "numpy_p50_ms": numpy_p50}
+            figures[name]["recall@10"] = rec
         print("\ntargets (DESIGN.md): p50 < 1 ms, recall@10 >= 0.95, >= 5x numpy brute force")
         print("numpy baseline: one float32 matrix-vector product + argpartition, same filter")
+        if args.json:
+            args.json.write_text(json.dumps({"entries": n, "queries": figures}, indent=1))
 
 
 if __name__ == "__main__":
