@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from mrrec_edge.config import Settings
 from mrrec_edge.tui.answer import Answer, Turn, memory_dict
@@ -104,6 +105,14 @@ def test_memory_inspector(snap_compare: SnapCompare, home: Path) -> None:
         screen = app.screen
         assert isinstance(screen, MemoryScreen)
         await wait_for(pilot, lambda: screen.entries and screen.entries[0].tier == "pattern")
+
+        def memory_column_fitted() -> bool:
+            # DataTable sizes auto-width columns to their rows on its next idle: under load the
+            # screenshot could otherwise come first, with the column as wide as its label.
+            memory = list(screen.query_one(DataTable).columns.values())[-1]
+            return memory.content_width > len("memory")
+
+        await wait_for(pilot, memory_column_fitted)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
