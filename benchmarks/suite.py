@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mrrec_edge.config import load_settings
+
 HERE = Path(__file__).resolve().parent
 TARGET_QUERY_S = 1.5  # DESIGN.md: query -> first recommendation on 2 cores
 
@@ -68,17 +70,17 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="mrrec-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     threads = ["--threads", str(args.threads)]
-    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
-    int8 = ["--int8", str(args.bundle)] if args.bundle else []
+    # Every benchmark measures the same bundle: its LLM, its embedder.
+    bundle = args.bundle or load_settings(args.home).bundle_path
+    embedder = ["--embedder", str(bundle / "embedder")]
 
-    decode = run("decode.py", [*int8, *threads, "--runs", "5"], out / "decode.json")
-    retrieval = run("retrieval.py", ["--entries", str(args.entries)], out / "retrieval.json")
-    imports = run("import_embed.py", [], out / "import_embed.json")
-    home = ["--home", str(args.home), "--dataset", str(args.dataset)]
+    decode = run("decode.py", ["--int8", str(bundle), *threads], out / "decode.json")
+    entries = ["--entries", str(args.entries)]
+    retrieval = run("retrieval.py", [*entries, *embedder], out / "retrieval.json")
+    imports = run("import_embed.py", embedder, out / "import_embed.json")
+    home = ["--home", str(args.home), "--dataset", str(args.dataset), "--bundle", str(bundle)]
     assistant = run(
-        "assistant.py",
-        [*home, *bundle, *threads, "--limit", str(args.queries)],
-        out / "assistant.json",
+        "assistant.py", [*home, *threads, "--limit", str(args.queries)], out / "assistant.json"
     )["summary"]
 
     rows: list[tuple[str, float, str, float, str]] = []
