@@ -488,20 +488,25 @@ def test_prefix_cache_continues_a_conversation(model: LanguageModel) -> None:
 
 def test_pinned_prefix_is_kept_across_prompts(model: LanguageModel) -> None:
     pinned = model.apply_chat_template([{"role": "system", "content": SYSTEM}])
+    # Another assistant configuration's instructions, pinned on the same model: they share a
+    # start with SYSTEM, and must not move where SYSTEM's prompts are cut.
+    other = model.apply_chat_template([{"role": "system", "content": SYSTEM[:30] + " Be brief."}])
     model.pin_prefix(pinned)
     try:
         prompts = [chat(model, question, system=SYSTEM) for question in QUESTIONS[:3]]
         answers = [cold(model, prompt, **GUIDED) for prompt in prompts]
+        model.pin_prefix(other)
         model.generate(prompts[0], **GUIDED)
         for prompt, answer in zip(prompts[1:], answers[1:], strict=True):
             out = model.generate(prompt, **GUIDED)
             stats = model.last_stats
             # The system prompt came from the cache (up to where its tokens meet the question's).
             assert 0.8 * model.count_tokens(pinned) < stats.cached_tokens < stats.prompt_tokens
-            # An answer does not depend on what ran before it.
+            # An answer does not depend on what ran before it, nor on the other pin.
             assert (out, stats.token_ids) == answer
     finally:
-        model.pin_prefix("")
+        model.unpin_prefix(pinned)
+        model.unpin_prefix(other)
         model.clear_cache()
 
 

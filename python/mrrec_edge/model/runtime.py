@@ -8,10 +8,13 @@ Prefix cache: a greedy call keeps its generator afterwards (one slot, 46 MB per 
 the next greedy call with the same guidance continues it instead of prefilling from scratch when
 - its prompt continues the kept call's prompt (the next turn of a conversation, such as the
   assistant's turn after a memory call): only the tokens past what they share run;
-- or both start with the pinned prefix (:meth:`LanguageModel.pin_prefix`, the assistant's
+- or both start with the same pinned prefix (:meth:`LanguageModel.pin_prefix`, the assistant's
   instructions): the generator rewinds to it and the rest runs.
-The pinned prefix is prefilled as a chunk of its own whether it comes from the cache or not, so
-the answer to a new conversation never depends on what ran before it (chunking changes float
+A prompt's pinned prefix is the longest start it shares with any pin (each assistant
+configuration pins its own instructions, which match its prompts further than any other's), and
+it is prefilled as a chunk of its own whether it comes from the cache or not, so the answer to a
+new conversation never depends on what ran before it nor on which other assistants share the
+model (chunking changes float
 rounding, which can flip a greedy pick: a continued turn may differ from the same prompt run cold
 in about one answer in 40, see benchmarks/assistant.py). Sampled calls always start fresh, so a
 seed means the same thing every time.
@@ -205,7 +208,7 @@ class LanguageModel:
         self.last_stats: GenerationStats | None = None
         self.prefix_cache = True
         self._cached: _CachedGenerator | None = None
-        self._pinned: list[int] = []
+        self._pins: set[tuple[int, ...]] = set()
         self._cache_lock = threading.Lock()
 
     @classmethod
@@ -373,7 +376,10 @@ class LanguageModel:
         kind_spec = _guidance_spec(guidance) if guidance is not None else None
         cacheable = self.prefix_cache and temperature == 0 and min_new_tokens == 0
         # The pinned chunk this prompt prefills first (0: none).
-        pinned = _common_prefix(self._pinned, tokens, len(tokens) - 1) if cacheable else 0
+        pinned = 0
+        if cacheable:
+            shared = (_common_prefix(pin, tokens, len(tokens) - 1) for pin in self._pins)
+            pinned = max(shared, default=0)
         if cacheable:
             taken = self._take_cached(tokens, max_new_tokens, kind_spec, adapter, pinned)
             if taken is not None:
@@ -428,10 +434,14 @@ class LanguageModel:
         )
 
     def pin_prefix(self, text: str) -> None:
-        """Declares ``text`` (templated) the start most prompts share, e.g. the assistant's
+        """Declares ``text`` (templated) a start many prompts share, e.g. an assistant's
         instructions: prompts starting with it prefill it as a chunk of its own, which the
-        prefix cache keeps from one call to the next."""
-        self._pinned = [int(t) for t in self._tokenizer.encode(text)]
+        prefix cache keeps from one call to the next. Pins add up; see :meth:`unpin_prefix`."""
+        self._pins.add(tuple(int(t) for t in self._tokenizer.encode(text)))
+
+    def unpin_prefix(self, text: str) -> None:
+        """Withdraws a pin made with :meth:`pin_prefix` (no error if there is none)."""
+        self._pins.discard(tuple(int(t) for t in self._tokenizer.encode(text)))
 
     def _take_cached(
         self,
