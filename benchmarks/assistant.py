@@ -31,6 +31,7 @@ from mrrec_edge.assistant import Assistant, Done, Profile, Recommendations
 from mrrec_edge.config import load_settings
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
+from process_memory import rss_kib
 
 TARGET_S = 1.5  # DESIGN.md: query -> first recommendation on 2 cores
 
@@ -40,14 +41,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 LATENCY_PARTS = ("total", "prefill", "decode")
-
-
-def peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM; Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def answer_uncached(assistant: Assistant, ex: dict) -> dict:
@@ -153,7 +146,7 @@ def main() -> int:
         "p50_dense_baseline_s": percentile(col("dense_s"), 50),
         "threads": args.threads,
         # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": rss_kib()["VmHWM"] / 1024,
     }
     if args.compare_prefix_cache and rows:
         for k in LATENCY_PARTS:

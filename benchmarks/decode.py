@@ -35,10 +35,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from process_memory import rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # training/ from the checkout
@@ -104,21 +105,6 @@ def int4_llm() -> Path:
     return folder
 
 
-@dataclass(frozen=True)
-class RunStats:
-    """What one timed generation cost (the fields of GenerationStats the table needs)."""
-
-    prompt_tokens: int
-    new_tokens: int
-    prefill_s: float
-    first_token_s: float
-    decode_s: float
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return (self.new_tokens - 1) / self.decode_s
-
-
 class LlamaCpp:
     """The same greedy generation in llama.cpp: the templated prompt's tokens run as one batch,
     then one token at a time, end-of-sequence ignored (as ``min_new_tokens`` does in
@@ -136,7 +122,9 @@ class LlamaCpp:
             verbose=False,
         )
 
-    def generate(self, prompt: str, max_new_tokens: int) -> RunStats:
+    def generate(self, prompt: str, max_new_tokens: int) -> Any:
+        from mrrec_edge.model import GenerationStats
+
         llm = self.llm
         started = time.perf_counter()
         ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
@@ -150,18 +138,10 @@ class LlamaCpp:
         for _ in range(max_new_tokens - 1):
             llm.eval([token])
             token = llm.sample(top_k=1, temp=0.0)
-        return RunStats(len(ids), max_new_tokens, prefill_s, first_token_s, time.perf_counter() - t)
-
-
-def rss_kib() -> dict[str, int]:
-    """Current and peak RSS of this process (Linux /proc; ru_maxrss would include the parent's
-    peak, as Linux keeps it across fork and exec)."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields
+        decode_s = time.perf_counter() - t
+        return GenerationStats(
+            len(ids), max_new_tokens, prefill_s, first_token_s, decode_s, finish_reason="length"
+        )
 
 
 def peak_rss_worker(llm: str, threads: int | None) -> None:
