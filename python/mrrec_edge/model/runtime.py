@@ -14,10 +14,9 @@ A prompt's pinned prefix is the longest start it shares with any pin (each assis
 configuration pins its own instructions, which match its prompts further than any other's), and
 it is prefilled as a chunk of its own whether it comes from the cache or not, so the answer to a
 new conversation never depends on what ran before it nor on which other assistants share the
-model (chunking changes float
-rounding, which can flip a greedy pick: a continued turn may differ from the same prompt run cold
-in about one answer in 40, see benchmarks/assistant.py). Sampled calls always start fresh, so a
-seed means the same thing every time.
+model (chunking changes float rounding, which can flip a greedy pick: a continued turn may
+differ from the same prompt run cold, as 13 of 40 assistant answers did, see docs/RESULTS.md).
+Sampled calls always start fresh, so a seed means the same thing every time.
 
 Guided decoding (llguidance inside onnxruntime-genai) constrains the tokens to a JSON schema, a
 regex or a Lark grammar, so the orchestrator's answer format cannot break. Lark grammars may embed
