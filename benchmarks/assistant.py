@@ -1,9 +1,10 @@
 """The assistant over held-out scenario queries: robustness (crashes, format failures, memory-call
 rate, turns) and latency of query -> first recommendation, split into retrieval / prefill /
 decode / grounding, next to the dense baseline (query embedded and grounded directly) in the
-same run. With ``--compare-prefix-cache`` every query is also answered with the runtime's prefix
-cache off (the same model, in alternating order), giving the cache's speed-up as a ratio and the
-share of answers that came out identical.
+same run. With ``--compare FEATURE`` every query is also answered with that runtime feature off
+(``prefix_cache``, or ``fast_forward`` of grammar-forced tokens; the same model, in alternating
+order), giving the feature's speed-up as a ratio, the share of answers that came out identical
+and hit@10 without it.
 
 Needs a prepared workspace (``mrrec data build --prepare HOME``, or
 ``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
@@ -11,7 +12,7 @@ home's). Queries are those of ``--splits`` (default val,test: every user there i
 training and from global memory), the first ``--limit`` in file order.
 
     python benchmarks/assistant.py --home HOME --dataset DATASET [--limit 200] [--threads 2]
-        [--bundle DIR] [--json OUT] [--compare-prefix-cache]
+        [--bundle DIR] [--json OUT] [--compare prefix_cache|fast_forward]
 """
 
 from __future__ import annotations
@@ -41,20 +42,28 @@ def percentile(values: list[float], q: float) -> float:
 
 
 LATENCY_PARTS = ("total", "prefill", "decode")
+#: Runtime features (LanguageModel attributes) ``--compare`` can turn off for the baseline arm.
+FEATURES = ("prefix_cache", "fast_forward")
 
 
-def answer_uncached(assistant: Assistant, ex: dict) -> dict:
-    """The query answered with the prefix cache off; the cache's slot is left as it was."""
+def answer_without(assistant: Assistant, ex: dict, feature: str) -> dict:
+    """The query answered with ``feature`` off (the prefix cache's slot is left as it was)."""
     model = assistant.model
-    model.prefix_cache = False
+    setattr(model, feature, False)
     try:
         events = list(assistant.ask(ex["user"], ex["query"], k=10))
     finally:
-        model.prefix_cache = True
+        setattr(model, feature, True)
     done = next(e for e in events if isinstance(e, Done))
     recs = next(e for e in events if isinstance(e, Recommendations)).items
+    ids = [r.item.ext_id for r in recs]
     answer = [t[1] for t in done.turns]
-    return {"answer": answer, "ids": [r.item.ext_id for r in recs], "timings": done.timings}
+    return {
+        "answer": answer,
+        "ids": ids,
+        "timings": done.timings,
+        "hit@10": ex["target_item"] in ids,
+    }
 
 
 def main() -> int:
@@ -66,7 +75,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="Write every figure and per-query row here.")
-    parser.add_argument("--compare-prefix-cache", action="store_true")
+    parser.add_argument("--compare", choices=FEATURES, help="answer each query without it too")
     args = parser.parse_args()
 
     settings = load_settings(args.home)
@@ -85,13 +94,13 @@ def main() -> int:
         t = time.perf_counter()
         dense = ws.ground(ex["query"], user=ex["user"], k=10)
         dense_s = time.perf_counter() - t
-        uncached = {}
+        without = {}
         try:
-            if args.compare_prefix_cache and n % 2:
-                uncached = answer_uncached(assistant, ex)
+            if args.compare and n % 2:
+                without = answer_without(assistant, ex, args.compare)
             events = list(assistant.ask(ex["user"], ex["query"], k=10))
-            if args.compare_prefix_cache and not n % 2:
-                uncached = answer_uncached(assistant, ex)
+            if args.compare and not n % 2:
+                without = answer_without(assistant, ex, args.compare)
         except Exception:  # a crash is what this benchmark counts; it must not stop the run
             crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
             continue
@@ -114,10 +123,11 @@ def main() -> int:
                 **{f"{k}_s": v for k, v in done.timings.items()},
             }
         )
-        if uncached:
+        if without:
             answer = [t[1] for t in done.turns]
-            rows[-1]["same_answer"] = answer == uncached["answer"] and ids == uncached["ids"]
-            rows[-1].update({f"uncached_{k}_s": uncached["timings"][k] for k in LATENCY_PARTS})
+            rows[-1]["same_answer"] = answer == without["answer"] and ids == without["ids"]
+            rows[-1]["without_hit@10"] = without["hit@10"]
+            rows[-1].update({f"without_{k}_s": without["timings"][k] for k in LATENCY_PARTS})
         if n % 20 == 0:
             print(f"{n}/{len(examples)} queries", file=sys.stderr, flush=True)
 
@@ -148,11 +158,13 @@ def main() -> int:
         # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
         "peak_rss_mib": rss_kib()["VmHWM"] / 1024,
     }
-    if args.compare_prefix_cache and rows:
+    if args.compare and rows:
+        summary["compared"] = args.compare
         for k in LATENCY_PARTS:
-            summary[f"p50_uncached_{k}_s"] = percentile(col(f"uncached_{k}_s"), 50)
-        summary["prefix_cache_speedup"] = summary["p50_uncached_total_s"] / summary["p50_total_s"]
+            summary[f"p50_without_{k}_s"] = percentile(col(f"without_{k}_s"), 50)
+        summary["speedup"] = summary["p50_without_total_s"] / summary["p50_total_s"]
         summary["same_answer_rate"] = statistics.mean(col("same_answer"))
+        summary["without_hit@10"] = statistics.mean(col("without_hit@10"))
     summary["ratio_to_target"] = summary["p50_total_s"] / TARGET_S
     summary["ratio_to_dense"] = summary["p50_total_s"] / summary["p50_dense_baseline_s"]
     for key, value in summary.items():

@@ -5,7 +5,7 @@ allocated up front for its ``max_length`` (for SmolLM2-135M it costs 46 KB per t
 full 8192-token context would take 377 MB), so each call sizes it to what the call needs.
 
 Prefix cache: a greedy call keeps its generator afterwards (one slot, 46 MB per 1,000 tokens), and
-the next greedy call with the same guidance continues it instead of prefilling from scratch when
+the next greedy call continues it (whatever its guidance) instead of prefilling from scratch when
 - its prompt continues the kept call's prompt (the next turn of a conversation, such as the
   assistant's turn after a memory call): only the tokens past what they share run;
 - or both start with the same pinned prefix (:meth:`LanguageModel.pin_prefix`, the assistant's
@@ -18,9 +18,11 @@ model (chunking changes float rounding, which can flip a greedy pick: a continue
 differ from the same prompt run cold, as 13 of 40 assistant answers did, see docs/RESULTS.md).
 Sampled calls always start fresh, so a seed means the same thing every time.
 
-Guided decoding (llguidance inside onnxruntime-genai) constrains the tokens to a JSON schema, a
-regex or a Lark grammar, so the orchestrator's answer format cannot break. Lark grammars may embed
-JSON schemas (``%json {...}``), e.g. ``start: "<answer>" %json {"type": "object"} "</answer>"``.
+Guided decoding (the llguidance package, :mod:`mrrec_edge.model.picking`) constrains the tokens to
+a JSON schema, a regex or a Lark grammar, so the orchestrator's answer format cannot break, and
+feeds the tokens the grammar forces to the model in one pass. Lark grammars may embed JSON schemas
+(``%json {...}``), e.g. ``start: "<answer>" %json {"type": "object"} "</answer>"``.
+onnxruntime-genai runs the forward passes; picking each token (mask, greedy or sampled) is ours.
 
 LoRA adapters (``og.Adapters``) need a graph whose LoRA weights are inputs (as Olive's
 ExtractAdapters pass writes it); our export merges adapters into the weights instead, so bundles
@@ -42,8 +44,8 @@ import numpy as np
 
 from mrrec_edge.embedder.runtime import available_cpus
 from mrrec_edge.errors import BundleError
+from mrrec_edge.model.picking import GrammarTokenizer, Guide, guidance_spec, pick
 
-GUIDANCE_KINDS = ("json_schema", "regex", "lark_grammar")
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 ADAPTER_SUFFIX = ".onnx_adapter"
 #: Room a cached generator keeps past its call for the turns that extend it (46 MB for SmolLM2).
@@ -132,20 +134,6 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str
     return checked
 
 
-def _guidance_spec(guidance: tuple[str, Any]) -> tuple[str, str]:
-    try:
-        kind, spec = guidance
-    except (TypeError, ValueError):
-        raise TypeError("guidance must be a (kind, spec) pair") from None
-    if kind not in GUIDANCE_KINDS:
-        raise ValueError(f"guidance kind must be one of {', '.join(GUIDANCE_KINDS)}, not {kind!r}")
-    if kind == "json_schema" and isinstance(spec, Mapping):
-        spec = json.dumps(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"the {kind} guidance must be a non-empty string")
-    return kind, spec
-
-
 @dataclass
 class _CachedGenerator:
     """The prefix cache's one slot: a generator, the tokens its KV cache holds (its last call's
@@ -155,7 +143,6 @@ class _CachedGenerator:
     tokens: list[int]
     prompt_length: int
     pinned: int
-    guidance: tuple[str, str] | None
     adapter: str | None
     max_length: int
 
@@ -173,12 +160,35 @@ class _CachedGenerator:
         return 0
 
 
+@dataclass
+class _Picking:
+    """How one call picks its tokens."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    rng: np.random.Generator | None
+    min_new_tokens: int
+    guide: Guide | None
+
+    def next_token(self, logits: np.ndarray, produced: int, eos: frozenset[int]) -> int | None:
+        logits = np.array(logits, dtype=np.float32)  # ours to mask
+        if self.guide is not None:
+            self.guide.mask(logits)
+        if produced < self.min_new_tokens:
+            logits[list(eos)] = -np.inf
+        return pick(
+            logits, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, rng=self.rng
+        )
+
+
 class LanguageModel:
     """A loaded onnxruntime-genai model. Open a folder with :meth:`LanguageModel.load`.
 
     Several streams may run at once (each has its own generator and KV cache; only one of them
     can use the prefix cache); ``last_stats`` is then that of the last one to end. Set
-    ``prefix_cache`` to False to give every call a fresh generator.
+    ``prefix_cache`` to False to give every call a fresh generator, ``fast_forward`` to False to
+    run a grammar's forced tokens one forward pass each.
     """
 
     def __init__(
@@ -191,6 +201,7 @@ class LanguageModel:
         chat_template: str,
         provider: str,
         context_length: int,
+        vocab_size: int,
         adapters: Any = None,
         adapter_names: tuple[str, ...] = (),
     ) -> None:
@@ -200,12 +211,16 @@ class LanguageModel:
         self._chat_template = chat_template
         self._adapters = adapters
         self._eos = frozenset(int(t) for t in tokenizer.eos_token_ids)
+        self._grammar_tokenizer = GrammarTokenizer(folder / "tokenizer.json", vocab_size, self._eos)
         self.folder = folder
         self.provider = provider
         self.context_length = context_length
         self.adapter_names = adapter_names
         self.last_stats: GenerationStats | None = None
         self.prefix_cache = True
+        #: Feed the tokens a grammar forces to the model in one pass (False: one pass each, as
+        #: token-by-token masking does; benchmarks compare the two).
+        self.fast_forward = True
         self._cached: _CachedGenerator | None = None
         self._pins: set[tuple[int, ...]] = set()
         self._cache_lock = threading.Lock()
@@ -241,13 +256,18 @@ class LanguageModel:
             config = json.loads(config_path.read_text(encoding="utf-8"))
             filename = str(config["model"]["decoder"]["filename"])
             context_length = int(config["model"]["context_length"])
+            vocab_size = int(config["model"]["vocab_size"])
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise broken(f"genai_config.json is unreadable ({exc})") from exc
         except (KeyError, TypeError) as exc:
-            what = "genai_config.json lacks model.decoder.filename or model.context_length"
+            what = (
+                "genai_config.json lacks model.decoder.filename, model.context_length or "
+                "model.vocab_size"
+            )
             raise broken(what) from exc
-        if not (folder / filename).is_file():
-            raise broken(f"{filename} is missing")
+        for name in (filename, "tokenizer.json"):
+            if not (folder / name).is_file():
+                raise broken(f"{name} is missing")
         chat_template = read_chat_template(folder)
         if chat_template is None:
             raise broken(f"it has no chat template ({CHAT_TEMPLATE_FILE})")
@@ -292,6 +312,7 @@ class LanguageModel:
             chat_template=chat_template,
             provider=provider,
             context_length=context_length,
+            vocab_size=vocab_size,
             adapters=adapters,
             adapter_names=names,
         )
@@ -345,8 +366,9 @@ class LanguageModel:
         ``top_p``/``top_k`` (0: no top-k cut), from ``seed`` when given. ``min_new_tokens``
         holds the end-of-sequence token back until that many tokens are out (benchmarks time
         equal lengths with it). ``guidance`` is ``(kind, spec)`` with kind in
-        :data:`GUIDANCE_KINDS` (a JSON schema may be a dict). Setting ``cancel`` stops before
-        the next token (the prompt's forward pass cannot be interrupted). Arguments are checked
+        :data:`~mrrec_edge.model.picking.GUIDANCE_KINDS` (a JSON schema may be a dict). Setting
+        ``cancel`` stops before the next token (the prompt's forward pass cannot be
+        interrupted). Arguments are checked
         here, before the first piece; :attr:`last_stats` holds the timings once the iterator is
         exhausted, stopped or closed.
         """
@@ -372,7 +394,16 @@ class LanguageModel:
             raise ValueError(
                 f"the prompt has {len(tokens)} tokens; the model's context is {self.context_length}"
             )
-        kind_spec = _guidance_spec(guidance) if guidance is not None else None
+        # Compiling the grammar here reports a bad one before the first piece.
+        guide = self._grammar_tokenizer.matcher(*guidance_spec(guidance)) if guidance else None
+        picking = _Picking(
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+            rng=np.random.default_rng(seed) if temperature > 0 else None,
+            min_new_tokens=min_new_tokens,
+            guide=guide,
+        )
         cacheable = self.prefix_cache and temperature == 0 and min_new_tokens == 0
         # The pinned chunk this prompt prefills first (0: none).
         pinned = 0
@@ -380,56 +411,38 @@ class LanguageModel:
             shared = (_common_prefix(pin, tokens, len(tokens) - 1) for pin in self._pins)
             pinned = max(shared, default=0)
         if cacheable:
-            taken = self._take_cached(tokens, max_new_tokens, kind_spec, adapter, pinned)
+            taken = self._take_cached(tokens, max_new_tokens, adapter, pinned)
             if taken is not None:
                 slot, keep = taken
-                slot.generator.rewind_to(keep)  # also restarts the guidance grammar
+                slot.generator.rewind_to(keep)
                 return self._run(
                     slot.generator,
                     tokens,
+                    picking,
                     max_new_tokens,
                     slot.max_length,
                     cancel,
                     perf_counter() - started,
                     cached=keep,
-                    cache_as=(slot.pinned, kind_spec, adapter),
+                    cache_as=(slot.pinned, adapter),
                 )
         needed = len(tokens) + max_new_tokens + (PREFIX_CACHE_RESERVE if cacheable else 0)
         max_length = min(needed, self.context_length)
-        options: dict[str, Any] = {"max_length": max_length, "batch_size": 1}
-        if min_new_tokens:
-            options["min_length"] = min(len(tokens) + min_new_tokens, max_length)
-        if temperature > 0:
-            options.update(
-                do_sample=True,
-                temperature=float(temperature),
-                top_p=float(top_p),
-                top_k=int(top_k),
-                random_seed=-1 if seed is None else int(seed),
-            )
-        else:
-            options["do_sample"] = False
         params = og.GeneratorParams(self._model)
-        params.set_search_options(**options)
-        try:
-            if kind_spec is not None:
-                params.set_guidance(*kind_spec)
-            generator = og.Generator(self._model, params)
-        except RuntimeError as exc:  # llguidance compiles the grammar here
-            if kind_spec is None:
-                raise
-            raise ValueError(f"invalid {kind_spec[0]} guidance: {exc}") from exc
+        params.set_search_options(max_length=max_length, batch_size=1)
+        generator = og.Generator(self._model, params)
         if adapter is not None:
             generator.set_active_adapter(self._adapters, adapter)
         return self._run(
             generator,
             tokens,
+            picking,
             max_new_tokens,
             max_length,
             cancel,
             perf_counter() - started,
             pinned=pinned,
-            cache_as=(pinned, kind_spec, adapter) if cacheable else None,
+            cache_as=(pinned, adapter) if cacheable else None,
         )
 
     def pin_prefix(self, text: str) -> None:
@@ -446,7 +459,6 @@ class LanguageModel:
         self,
         tokens: Sequence[int],
         max_new_tokens: int,
-        guidance: tuple[str, str] | None,
         adapter: str | None,
         pinned: int,
     ) -> tuple[_CachedGenerator, int] | None:
@@ -454,7 +466,7 @@ class LanguageModel:
         can continue it."""
         with self._cache_lock:
             slot, self._cached = self._cached, None
-        if slot is None or slot.guidance != guidance or slot.adapter != adapter:
+        if slot is None or slot.adapter != adapter:
             return None
         keep = slot.reusable(tokens, pinned)
         if keep == 0 or len(tokens) + max_new_tokens > slot.max_length:
@@ -470,6 +482,7 @@ class LanguageModel:
         self,
         generator: Any,
         tokens: Sequence[int],
+        picking: _Picking,
         max_new_tokens: int,
         max_length: int,
         cancel: threading.Event | None,
@@ -477,15 +490,16 @@ class LanguageModel:
         *,
         cached: int = 0,
         pinned: int = 0,
-        cache_as: tuple[int, tuple[str, str] | None, str | None] | None = None,
+        cache_as: tuple[int, str | None] | None = None,
     ) -> Iterator[str]:
         """Prefills ``tokens[cached:]`` (the generator holds the KV of the first ``cached``;
         a fresh one runs the first ``pinned`` as a chunk of their own) and generates up to
-        ``max_new_tokens``. ``cache_as`` (pinned, guidance, adapter) keeps the generator in the
-        prefix cache afterwards."""
+        ``max_new_tokens``. ``cache_as`` (pinned, adapter) keeps the generator in the prefix
+        cache afterwards."""
         # Runs from the first next(): time spent before it by the caller is not counted.
         started = perf_counter() - prepare_s
         decoder = self._tokenizer.create_stream()
+        guide = picking.guide
         new: list[int] = []
         prefill_s = first_token_s = decode_s = 0.0
         finish = "closed"
@@ -499,28 +513,44 @@ class LanguageModel:
                 if chunk:
                     generator.append_tokens(np.asarray(chunk, dtype=np.int32))
             prefill_s = perf_counter() - t
-            while not generator.is_done():
+            while True:
                 if cancel is not None and cancel.is_set():
                     finish = "cancelled"
                     break
-                if len(new) >= max_new_tokens:  # a cached generator has room beyond this call
+                if len(new) >= max_new_tokens:
                     finish = "length"
                     break
                 t = perf_counter()
-                generator.generate_next_token()
-                token = int(generator.get_next_tokens()[0])
-                piece = decoder.decode(token)
+                token = picking.next_token(generator.get_logits()[0, -1], len(new), self._eos)
+                if token is None:  # the grammar allows nothing more
+                    finish = "stop"
+                    break
+                run = [token]
+                if guide is not None and token not in self._eos:
+                    guide.consume(run)
+                    # Tokens the grammar forces join this one's forward pass.
+                    forced = guide.forced() if self.fast_forward else []
+                    forced = forced[: max_new_tokens - len(new) - 1]
+                    if forced:
+                        guide.consume(forced)
+                        run += forced
+                done = token in self._eos or (guide is not None and guide.done)
+                room = generator.token_count() + len(run) <= max_length
+                last = done or not room or len(new) + len(run) >= max_new_tokens
+                # The call's last tokens need no forward pass: nothing is picked after them.
+                if not last:
+                    generator.append_tokens(np.asarray(run, dtype=np.int32))
                 if new:
                     decode_s += perf_counter() - t
                 else:
                     first_token_s = perf_counter() - started
-                new.append(token)
-                if piece:
-                    yield piece
-            else:
-                at_limit = generator.token_count() >= max_length
-                hit_eos = bool(new) and new[-1] in self._eos
-                finish = "length" if at_limit and not hit_eos else "stop"
+                new += run
+                for piece in map(decoder.decode, run):
+                    if piece:
+                        yield piece
+                if done or not room:
+                    finish = "stop" if done else "length"
+                    break
         except Exception:
             finish = "error"
             cache_as = None

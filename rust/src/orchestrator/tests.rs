@@ -120,6 +120,12 @@ fn grammar_embeds_both_schemas() {
     let parsed: serde_json::Value =
         serde_json::from_str(&prompt::answer_schema(&OrchestratorConfig::default()).to_string()).unwrap();
     assert_eq!(parsed["required"][0], "ideal_item_profile");
+    // llguidance makes the model write properties in the schema's order: the order of the
+    // prompt's example and of the training traces, not serde's alphabetical one.
+    let call = prompt::call_schema(&OrchestratorConfig::default()).to_string();
+    assert!(call.find("\"name\"").unwrap() < call.find("\"arguments\"").unwrap(), "{call}");
+    let answer = prompt::answer_schema(&OrchestratorConfig::default()).to_string();
+    assert!(answer.find("ideal_item_profile").unwrap() < answer.find("useful_memory_ids").unwrap());
 }
 
 proptest! {
