@@ -46,6 +46,13 @@ LATENCY_PARTS = ("total", "prefill", "decode")
 FEATURES = ("prefix_cache", "fast_forward")
 
 
+def outcome(events: list) -> tuple[Done, list[str], list[str]]:
+    """An answer's Done event, its model turns' text and the recommended item ids."""
+    done = next(e for e in events if isinstance(e, Done))
+    recs = next(e for e in events if isinstance(e, Recommendations)).items
+    return done, [t[1] for t in done.turns], [r.item.ext_id for r in recs]
+
+
 def answer_without(assistant: Assistant, ex: dict, feature: str) -> dict:
     """The query answered with ``feature`` off (the prefix cache's slot is left as it was)."""
     model = assistant.model
@@ -54,10 +61,7 @@ def answer_without(assistant: Assistant, ex: dict, feature: str) -> dict:
         events = list(assistant.ask(ex["user"], ex["query"], k=10))
     finally:
         setattr(model, feature, True)
-    done = next(e for e in events if isinstance(e, Done))
-    recs = next(e for e in events if isinstance(e, Recommendations)).items
-    ids = [r.item.ext_id for r in recs]
-    answer = [t[1] for t in done.turns]
+    done, answer, ids = outcome(events)
     return {
         "answer": answer,
         "ids": ids,
@@ -104,10 +108,8 @@ def main() -> int:
         except Exception:  # a crash is what this benchmark counts; it must not stop the run
             crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
             continue
-        done = next(e for e in events if isinstance(e, Done))
+        done, answer, ids = outcome(events)
         profile = next(e for e in events if isinstance(e, Profile))
-        recs = next(e for e in events if isinstance(e, Recommendations)).items
-        ids = [r.item.ext_id for r in recs]
         rows.append(
             {
                 "id": ex["id"],
@@ -116,7 +118,7 @@ def main() -> int:
                 "memory_tokens": done.stats["memory_tokens"],
                 "malformed_turns": done.stats["malformed_turns"],
                 "fallback": profile.reason if profile.fallback else None,
-                "recommendations": len(recs),
+                "recommendations": len(ids),
                 "hit@10": ex["target_item"] in ids,
                 "dense_hit@10": ex["target_item"] in [h.ext_id for h in dense],
                 "dense_s": dense_s,
@@ -124,7 +126,6 @@ def main() -> int:
             }
         )
         if without:
-            answer = [t[1] for t in done.turns]
             rows[-1]["same_answer"] = answer == without["answer"] and ids == without["ids"]
             rows[-1]["without_hit@10"] = without["hit@10"]
             rows[-1].update({f"without_{k}_s": without["timings"][k] for k in LATENCY_PARTS})

@@ -3,6 +3,7 @@ on the real test bundle's vocabulary."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,6 @@ def sampled(**options: float) -> dict:
 
 @pytest.fixture(scope="module")
 def grammars(llm_bundle_dir: Path) -> GrammarTokenizer:
-    import json
-
     llm = llm_bundle_dir / "llm"
     vocab = json.loads((llm / "genai_config.json").read_text())["model"]["vocab_size"]
     return GrammarTokenizer(llm / "tokenizer.json", vocab, {2})

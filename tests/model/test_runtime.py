@@ -19,6 +19,7 @@ import pytest
 from mrrec_edge.bundle import MANIFEST, Bundle, build_bundle, default_adapter
 from mrrec_edge.errors import BundleError
 from mrrec_edge.model import GUIDANCE_KINDS, LanguageModel
+from mrrec_edge.model.runtime import _common_prefix
 from tests.helpers import cli_json, run_cli
 
 QUESTIONS = [
@@ -145,6 +146,23 @@ def test_missing_genai_config(llm_bundle_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"genai_config\.json is missing") as info:
         LanguageModel.load(broken / "llm")
     assert "mrrec bundle build" in str(info.value)
+
+
+def test_missing_tokenizer(llm_bundle_dir: Path, tmp_path: Path) -> None:
+    """Token picking reads the vocabulary from tokenizer.json: without it the model does not
+    load, with a message that says what is missing and how to rebuild."""
+    broken = clone_bundle(llm_bundle_dir, tmp_path / "b")
+    (broken / "llm" / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match=r"tokenizer\.json is missing") as info:
+        LanguageModel.load(broken / "llm")
+    assert "mrrec bundle build" in str(info.value)
+    config = broken / "llm" / "genai_config.json"
+    shutil.copyfile(llm_bundle_dir / "llm" / "tokenizer.json", broken / "llm" / "tokenizer.json")
+    settings = json.loads(config.read_text())
+    del settings["model"]["vocab_size"]
+    config.write_text(json.dumps(settings))
+    with pytest.raises(BundleError, match=r"lacks .*model\.vocab_size"):
+        LanguageModel.load(broken / "llm")
 
 
 def test_corrupt_model_file(llm_bundle_dir: Path, tmp_path: Path) -> None:
@@ -488,9 +506,7 @@ def cold(model: LanguageModel, prompt: str, **options: Any) -> tuple[str, tuple[
 
 def shared_start(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     """How many leading tokens two answers share."""
-    return next(
-        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
-    )
+    return _common_prefix(a, b, min(len(a), len(b)))
 
 
 def test_prefix_cache_continues_a_conversation(model: LanguageModel) -> None:

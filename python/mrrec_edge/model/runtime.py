@@ -170,6 +170,7 @@ class _Picking:
     rng: np.random.Generator | None
     min_new_tokens: int
     guide: Guide | None
+    fast_forward: bool
 
     def next_token(self, logits: np.ndarray, produced: int, eos: frozenset[int]) -> int | None:
         logits = np.array(logits, dtype=np.float32)  # ours to mask
@@ -180,6 +181,21 @@ class _Picking:
         return pick(
             logits, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, rng=self.rng
         )
+
+    def run_from(self, token: int, eos: frozenset[int], room: int) -> tuple[list[int], bool]:
+        """The picked ``token`` and the tokens the grammar forces after it (at most ``room`` in
+        all), which share one forward pass; and whether the answer is complete with them."""
+        if token in eos:
+            return [token], True
+        if self.guide is None:
+            return [token], False
+        run = [token]
+        self.guide.consume(run)
+        forced = self.guide.forced()[: room - 1] if self.fast_forward else []
+        if forced:
+            self.guide.consume(forced)
+            run += forced
+        return run, self.guide.done
 
 
 class LanguageModel:
@@ -368,9 +384,8 @@ class LanguageModel:
         equal lengths with it). ``guidance`` is ``(kind, spec)`` with kind in
         :data:`~mrrec_edge.model.picking.GUIDANCE_KINDS` (a JSON schema may be a dict). Setting
         ``cancel`` stops before the next token (the prompt's forward pass cannot be
-        interrupted). Arguments are checked
-        here, before the first piece; :attr:`last_stats` holds the timings once the iterator is
-        exhausted, stopped or closed.
+        interrupted). Arguments are checked here, before the first piece; :attr:`last_stats`
+        holds the timings once the iterator is exhausted, stopped or closed.
         """
         started = perf_counter()
         og = self._og
@@ -403,6 +418,7 @@ class LanguageModel:
             rng=np.random.default_rng(seed) if temperature > 0 else None,
             min_new_tokens=min_new_tokens,
             guide=guide,
+            fast_forward=self.fast_forward,
         )
         cacheable = self.prefix_cache and temperature == 0 and min_new_tokens == 0
         # The pinned chunk this prompt prefills first (0: none).
@@ -410,7 +426,6 @@ class LanguageModel:
         if cacheable:
             shared = (_common_prefix(pin, tokens, len(tokens) - 1) for pin in self._pins)
             pinned = max(shared, default=0)
-        if cacheable:
             taken = self._take_cached(tokens, max_new_tokens, adapter, pinned)
             if taken is not None:
                 slot, keep = taken
@@ -499,7 +514,6 @@ class LanguageModel:
         # Runs from the first next(): time spent before it by the caller is not counted.
         started = perf_counter() - prepare_s
         decoder = self._tokenizer.create_stream()
-        guide = picking.guide
         new: list[int] = []
         prefill_s = first_token_s = decode_s = 0.0
         finish = "closed"
@@ -525,16 +539,7 @@ class LanguageModel:
                 if token is None:  # the grammar allows nothing more
                     finish = "stop"
                     break
-                run = [token]
-                if guide is not None and token not in self._eos:
-                    guide.consume(run)
-                    # Tokens the grammar forces join this one's forward pass.
-                    forced = guide.forced() if self.fast_forward else []
-                    forced = forced[: max_new_tokens - len(new) - 1]
-                    if forced:
-                        guide.consume(forced)
-                        run += forced
-                done = token in self._eos or (guide is not None and guide.done)
+                run, done = picking.run_from(token, self._eos, max_new_tokens - len(new))
                 room = generator.token_count() + len(run) <= max_length
                 last = done or not room or len(new) + len(run) >= max_new_tokens
                 # The call's last tokens need no forward pass: nothing is picked after them.
