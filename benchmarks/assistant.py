@@ -4,7 +4,8 @@ decode / grounding, next to the dense baseline (query embedded and grounded dire
 same run. With ``--compare FEATURE`` every query is also answered with that runtime feature off
 (``prefix_cache``, or ``fast_forward`` of grammar-forced tokens; the same model, in alternating
 order), giving the feature's speed-up as a ratio, the share of answers that came out identical
-and hit@10 without it.
+and hit@10 without it. ``--compare-bundle DIR`` does the same with another bundle's model in
+place of the feature (say, the previous adapter against the new one).
 
 Needs a prepared workspace (``mrrec data build --prepare HOME``, or
 ``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
@@ -12,7 +13,7 @@ home's). Queries are those of ``--splits`` (default val,test: every user there i
 training and from global memory), the first ``--limit`` in file order.
 
     python benchmarks/assistant.py --home HOME --dataset DATASET [--limit 200] [--threads 2]
-        [--bundle DIR] [--json OUT] [--compare prefix_cache|fast_forward]
+        [--bundle DIR] [--json OUT] [--compare prefix_cache|fast_forward | --compare-bundle DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mrrec_edge.assistant import Assistant, Done, Profile, Recommendations
+from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
@@ -53,21 +55,25 @@ def outcome(events: list) -> tuple[Done, list[str], list[str]]:
     return done, [t[1] for t in done.turns], [r.item.ext_id for r in recs]
 
 
-def answer_without(assistant: Assistant, ex: dict, feature: str) -> dict:
-    """The query answered with ``feature`` off (the prefix cache's slot is left as it was)."""
+def baseline_arm(assistant: Assistant, feature: str | None, bundle: Path | None, threads: int):
+    """What ``--compare`` / ``--compare-bundle`` answers each query with besides ``assistant``:
+    the same model with ``feature`` off (the prefix cache's slot is left as it was), or
+    another bundle's model over the same workspace. None when nothing is compared."""
+    if bundle is not None:
+        other = Assistant(assistant.ws, Bundle.load(bundle).load_model(threads=threads))
+        return lambda ex: list(other.ask(ex["user"], ex["query"], k=10))
+    if feature is None:
+        return None
     model = assistant.model
-    setattr(model, feature, False)
-    try:
-        events = list(assistant.ask(ex["user"], ex["query"], k=10))
-    finally:
-        setattr(model, feature, True)
-    done, answer, ids = outcome(events)
-    return {
-        "answer": answer,
-        "ids": ids,
-        "timings": done.timings,
-        "hit@10": ex["target_item"] in ids,
-    }
+
+    def without(ex: dict) -> list:
+        setattr(model, feature, False)
+        try:
+            return list(assistant.ask(ex["user"], ex["query"], k=10))
+        finally:
+            setattr(model, feature, True)
+
+    return without
 
 
 def main() -> int:
@@ -79,7 +85,11 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="Write every figure and per-query row here.")
-    parser.add_argument("--compare", choices=FEATURES, help="answer each query without it too")
+    compared = parser.add_mutually_exclusive_group()
+    compared.add_argument("--compare", choices=FEATURES, help="answer each query without it too")
+    compared.add_argument(
+        "--compare-bundle", type=Path, help="answer each query with this bundle's model too"
+    )
     args = parser.parse_args()
 
     settings = load_settings(args.home)
@@ -91,6 +101,7 @@ def main() -> int:
     examples = [e for s in args.splits.split(",") for e in load_examples(args.dataset, s)]
     examples = examples[: args.limit]
     assistant = Assistant(ws, model)
+    baseline = baseline_arm(assistant, args.compare, args.compare_bundle, args.threads)
 
     rows, crashes = [], []
     for n, ex in enumerate(examples, 1):
@@ -98,13 +109,13 @@ def main() -> int:
         t = time.perf_counter()
         dense = ws.ground(ex["query"], user=ex["user"], k=10)
         dense_s = time.perf_counter() - t
-        without = {}
-        try:
-            if args.compare and n % 2:
-                without = answer_without(assistant, ex, args.compare)
+        other = None
+        try:  # the two arms in alternating order, so that neither always runs on a warm cache
+            if baseline and n % 2:
+                other = baseline(ex)
             events = list(assistant.ask(ex["user"], ex["query"], k=10))
-            if args.compare and not n % 2:
-                without = answer_without(assistant, ex, args.compare)
+            if baseline and not n % 2:
+                other = baseline(ex)
         except Exception:  # a crash is what this benchmark counts; it must not stop the run
             crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
             continue
@@ -125,10 +136,11 @@ def main() -> int:
                 **{f"{k}_s": v for k, v in done.timings.items()},
             }
         )
-        if without:
-            rows[-1]["same_answer"] = answer == without["answer"] and ids == without["ids"]
-            rows[-1]["without_hit@10"] = without["hit@10"]
-            rows[-1].update({f"without_{k}_s": without["timings"][k] for k in LATENCY_PARTS})
+        if other is not None:
+            other_done, other_answer, other_ids = outcome(other)
+            rows[-1]["same_answer"] = answer == other_answer and ids == other_ids
+            rows[-1]["without_hit@10"] = ex["target_item"] in other_ids
+            rows[-1].update({f"without_{k}_s": other_done.timings[k] for k in LATENCY_PARTS})
         if n % 20 == 0:
             print(f"{n}/{len(examples)} queries", file=sys.stderr, flush=True)
 
@@ -159,8 +171,8 @@ def main() -> int:
         # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
         "peak_rss_mib": rss_kib()["VmHWM"] / 1024,
     }
-    if args.compare and rows:
-        summary["compared"] = args.compare
+    if baseline and rows:
+        summary["compared"] = args.compare or f"bundle {args.compare_bundle}"
         for k in LATENCY_PARTS:
             summary[f"p50_without_{k}_s"] = percentile(col(f"without_{k}_s"), 50)
         summary["speedup"] = summary["p50_without_total_s"] / summary["p50_total_s"]

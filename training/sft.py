@@ -7,9 +7,9 @@ prompts, the memory shown and its escaping are byte-for-byte what the model will
 
 The teacher procedure, per training example (query, user, held-out target item):
 
-1. **Reason and call memory.** ``<think>`` names the facet the query asks for and the use case,
-   then ``memory_retrieval`` is called with aspects taken from the query: what the user liked in
-   the facet ("comedy they liked") and the use case ("a long flight"). With
+1. **Reason and call memory.** ``<think>`` names what to look up ("Check which comedy they
+   liked."), then ``memory_retrieval`` is called with aspects taken from the query: what the
+   user liked in the facet ("comedy they liked") and the use case ("a long flight"). With
    ``teacher_calls = 2`` a second call reads the profile tier ("favourite categories", "era").
 2. **Receive real memory.** The loop runs the real hybrid search over the user's history-only
    memory (built from interactions before the target), within the real token budget.
@@ -18,7 +18,9 @@ The teacher procedure, per training example (query, user, held-out target item):
    those that fit the facet first. The hindsight is in the choice: of those items, the three
    whose catalog text is closest to the target's (by the embedder) are named. ``<think>`` and
    ``useful_memory_ids`` cite the memories that name them (at most three, and only ids the model
-   was shown).
+   was shown); the ``<think>`` only names them ("Use m12."), since the profile already lists
+   the items and every token is decoded on the device's CPU (an earlier teacher listed them in
+   both: 40 more tokens, 0.6 s a query).
 
 So every word of a trace is something the model could have written from the query and its
 memory; the held-out item only decides which of the remembered items the profile names, as a
@@ -151,14 +153,10 @@ class Teacher(ChatTokenizer):
         use = _strip_use_case(self.example["use_case"])
         if index == 0:
             what = facet["value"].lower()
-            phrase = Facet(facet["kind"], facet["value"]).phrase()
-            think = (
-                f"They want {phrase} {self.example['use_case']}. Their memory shows which "
-                f"{what} they rated well."
-            )
+            think = f"Check which {what} they liked."
             args: dict[str, Any] = {"aspects": [f"{what} they liked", use]}
         else:
-            think = "Their overall profile says which eras and categories they favour."
+            think = "Check the eras and categories they favour."
             args = {"aspects": ["favourite categories", "era"], "tier": "profile"}
         call = json.dumps({"name": "memory_retrieval", "arguments": args}, ensure_ascii=False)
         think = _clip(think, self.config.max_think_chars)
@@ -208,13 +206,10 @@ class Teacher(ChatTokenizer):
         chosen = self.chosen(shown)
         cited = list({m.id: m for _, m in chosen}.values())
         if cited:
-            ids = ", ".join(f"m{m.id}" for m in cited)
-            verb = "shows" if len(cited) == 1 else "show"
-            think = f"{ids} {verb} what they rated well. Closest to the request: "
-            think += _and_list([r["title"] for r, _ in chosen]) + "."
+            think = "Use " + _and_list([f"m{m.id}" for m in cited]) + "."
         else:
             cited = list(shown[:1])
-            think = "Their memory names nothing they rated well here, so I go by the request."
+            think = "Nothing they rated well fits; go by the request."
         body = json.dumps(
             {
                 "ideal_item_profile": self.profile(chosen),
