@@ -44,7 +44,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 LATENCY_PARTS = ("total", "prefill", "decode")
-#: Runtime features (LanguageModel attributes) ``--compare`` can turn off for the baseline arm.
+#: Runtime features (LanguageModel attributes) ``--compare`` can turn off for the compared arm.
 FEATURES = ("prefix_cache", "fast_forward")
 
 
@@ -55,7 +55,7 @@ def outcome(events: list) -> tuple[Done, list[str], list[str]]:
     return done, [t[1] for t in done.turns], [r.item.ext_id for r in recs]
 
 
-def baseline_arm(assistant: Assistant, feature: str | None, bundle: Path | None, threads: int):
+def compared_arm(assistant: Assistant, feature: str | None, bundle: Path | None, threads: int):
     """What ``--compare`` / ``--compare-bundle`` answers each query with besides ``assistant``:
     the same model with ``feature`` off (the prefix cache's slot is left as it was), or
     another bundle's model over the same workspace. None when nothing is compared."""
@@ -101,7 +101,7 @@ def main() -> int:
     examples = [e for s in args.splits.split(",") for e in load_examples(args.dataset, s)]
     examples = examples[: args.limit]
     assistant = Assistant(ws, model)
-    baseline = baseline_arm(assistant, args.compare, args.compare_bundle, args.threads)
+    compare = compared_arm(assistant, args.compare, args.compare_bundle, args.threads)
 
     rows, crashes = [], []
     for n, ex in enumerate(examples, 1):
@@ -111,11 +111,11 @@ def main() -> int:
         dense_s = time.perf_counter() - t
         other = None
         try:  # the two arms in alternating order, so that neither always runs on a warm cache
-            if baseline and n % 2:
-                other = baseline(ex)
+            if compare and n % 2:
+                other = compare(ex)
             events = list(assistant.ask(ex["user"], ex["query"], k=10))
-            if baseline and not n % 2:
-                other = baseline(ex)
+            if compare and not n % 2:
+                other = compare(ex)
         except Exception:  # a crash is what this benchmark counts; it must not stop the run
             crashes.append({"id": ex["id"], "error": traceback.format_exc(limit=3)})
             continue
@@ -139,8 +139,8 @@ def main() -> int:
         if other is not None:
             other_done, other_answer, other_ids = outcome(other)
             rows[-1]["same_answer"] = answer == other_answer and ids == other_ids
-            rows[-1]["without_hit@10"] = ex["target_item"] in other_ids
-            rows[-1].update({f"without_{k}_s": other_done.timings[k] for k in LATENCY_PARTS})
+            rows[-1]["compared_hit@10"] = ex["target_item"] in other_ids
+            rows[-1].update({f"compared_{k}_s": other_done.timings[k] for k in LATENCY_PARTS})
         if n % 20 == 0:
             print(f"{n}/{len(examples)} queries", file=sys.stderr, flush=True)
 
@@ -171,13 +171,13 @@ def main() -> int:
         # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
         "peak_rss_mib": rss_kib()["VmHWM"] / 1024,
     }
-    if baseline and rows:
+    if compare and rows:
         summary["compared"] = args.compare or f"bundle {args.compare_bundle}"
         for k in LATENCY_PARTS:
-            summary[f"p50_without_{k}_s"] = percentile(col(f"without_{k}_s"), 50)
-        summary["speedup"] = summary["p50_without_total_s"] / summary["p50_total_s"]
+            summary[f"p50_compared_{k}_s"] = percentile(col(f"compared_{k}_s"), 50)
+        summary["speedup"] = summary["p50_compared_total_s"] / summary["p50_total_s"]
         summary["same_answer_rate"] = statistics.mean(col("same_answer"))
-        summary["without_hit@10"] = statistics.mean(col("without_hit@10"))
+        summary["compared_hit@10"] = statistics.mean(col("compared_hit@10"))
     summary["ratio_to_target"] = summary["p50_total_s"] / TARGET_S
     summary["ratio_to_dense"] = summary["p50_total_s"] / summary["p50_dense_baseline_s"]
     for key, value in summary.items():
