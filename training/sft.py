@@ -204,17 +204,14 @@ class Teacher(ChatTokenizer):
 
     def answer(self, shown: Sequence[MemoryEntry]) -> str:
         chosen = self.chosen(shown)
-        cited = list({m.id: m for _, m in chosen}.values())
-        if cited:
-            think = "Use " + _and_list([f"m{m.id}" for m in cited]) + "."
+        ids = list(dict.fromkeys(f"m{m.id}" for _, m in chosen))
+        if ids:
+            think = "Use " + _and_list(ids) + "."
         else:
-            cited = list(shown[:1])
+            ids = [f"m{m.id}" for m in shown[:1]]
             think = "Nothing they rated well fits; go by the request."
         body = json.dumps(
-            {
-                "ideal_item_profile": self.profile(chosen),
-                "useful_memory_ids": [f"m{m.id}" for m in cited],
-            },
+            {"ideal_item_profile": self.profile(chosen), "useful_memory_ids": ids},
             ensure_ascii=False,
         )
         return (
