@@ -5,7 +5,9 @@ same run. With ``--compare FEATURE`` every query is also answered with that runt
 (``prefix_cache``, or ``fast_forward`` of grammar-forced tokens; the same model, in alternating
 order), giving the feature's speed-up as a ratio, the share of answers that came out identical
 and hit@10 without it. ``--compare-bundle DIR`` does the same with another bundle's model in
-place of the feature (say, the previous adapter against the new one).
+place of the feature (say, the previous adapter against the new one), ``--compare-set KEY=VALUE``
+with other assistant settings (say, ``global_k=1``: less memory in the prompt). ``--set
+KEY=VALUE`` changes the assistant's settings for the whole run.
 
 Needs a prepared workspace (``mrrec data build --prepare HOME``, or
 ``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
@@ -13,7 +15,8 @@ home's). Queries are those of ``--splits`` (default val,test: every user there i
 training and from global memory), the first ``--limit`` in file order.
 
     python benchmarks/assistant.py --home HOME --dataset DATASET [--limit 200] [--threads 2]
-        [--bundle DIR] [--json OUT] [--compare prefix_cache|fast_forward | --compare-bundle DIR]
+        [--bundle DIR] [--json OUT] [--set KEY=VALUE ...]
+        [--compare prefix_cache|fast_forward | --compare-bundle DIR | --compare-set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -29,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mrrec_edge.assistant import Assistant, Done, Profile, Recommendations
+from mrrec_edge.assistant import (
+    Assistant,
+    AssistantConfig,
+    Done,
+    Profile,
+    Recommendations,
+    config_options,
+)
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.scenarios import load_examples
@@ -55,12 +65,21 @@ def outcome(events: list) -> tuple[Done, list[str], list[str]]:
     return done, [t[1] for t in done.turns], [r.item.ext_id for r in recs]
 
 
-def compared_arm(assistant: Assistant, feature: str | None, bundle: Path | None, threads: int):
-    """What ``--compare`` / ``--compare-bundle`` answers each query with besides ``assistant``:
-    the same model with ``feature`` off (the prefix cache's slot is left as it was), or
-    another bundle's model over the same workspace. None when nothing is compared."""
-    if bundle is not None:
-        other = Assistant(assistant.ws, Bundle.load(bundle).load_model(threads=threads))
+def compared_arm(
+    assistant: Assistant,
+    feature: str | None,
+    bundle: Path | None,
+    options: dict | None,
+    threads: int,
+):
+    """What ``--compare`` / ``--compare-bundle`` / ``--compare-set`` answers each query with
+    besides ``assistant``: the same model with ``feature`` off (the prefix cache's slot is left
+    as it was), another bundle's model over the same workspace, or the same model with these
+    assistant settings. None when nothing is compared."""
+    if bundle is not None or options:
+        model = Bundle.load(bundle).load_model(threads=threads) if bundle else assistant.model
+        config = dataclasses.replace(assistant.config, **(options or {}))
+        other = Assistant(assistant.ws, model, config)
         return lambda ex: list(other.ask(ex["user"], ex["query"], k=10))
     if feature is None:
         return None
@@ -90,7 +109,21 @@ def main() -> int:
     compared.add_argument(
         "--compare-bundle", type=Path, help="answer each query with this bundle's model too"
     )
+    compared.add_argument(
+        "--compare-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="answer each query with this assistant setting too (repeatable)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="an assistant setting"
+    )
     args = parser.parse_args()
+    try:
+        options = config_options(args.set)
+        compared_options = config_options(args.compare_set or [])
+    except ValueError as exc:
+        parser.error(str(exc))
 
     settings = load_settings(args.home)
     if args.bundle:
@@ -100,8 +133,10 @@ def main() -> int:
     _ = ws.embedder
     examples = [e for s in args.splits.split(",") for e in load_examples(args.dataset, s)]
     examples = examples[: args.limit]
-    assistant = Assistant(ws, model)
-    compare = compared_arm(assistant, args.compare, args.compare_bundle, args.threads)
+    assistant = Assistant(ws, model, AssistantConfig(**options))
+    compare = compared_arm(
+        assistant, args.compare, args.compare_bundle, compared_options, args.threads
+    )
 
     rows, crashes = [], []
     for n, ex in enumerate(examples, 1):
@@ -149,6 +184,7 @@ def main() -> int:
 
     total = col("total_s")
     summary = {
+        "settings": " ".join(args.set) or "default",
         "queries": len(examples),
         "completed": len(rows),
         "crashes": len(crashes),
@@ -172,7 +208,11 @@ def main() -> int:
         "peak_rss_mib": rss_kib()["VmHWM"] / 1024,
     }
     if compare and rows:
-        summary["compared"] = args.compare or f"bundle {args.compare_bundle}"
+        summary["compared"] = (
+            args.compare
+            or (args.compare_bundle and f"bundle {args.compare_bundle}")
+            or " ".join(args.compare_set)
+        )
         for k in LATENCY_PARTS:
             summary[f"p50_compared_{k}_s"] = percentile(col(f"compared_{k}_s"), 50)
         summary["speedup"] = summary["p50_compared_total_s"] / summary["p50_total_s"]

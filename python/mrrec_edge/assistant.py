@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -63,6 +63,43 @@ class AssistantConfig:
     #: Local tiers memory calls search (the evaluation's single-tier ablations narrow it); a call
     #: naming a tier outside them searches these instead.
     memory_tiers: tuple[str, ...] = tuple(LOCAL_TIERS)
+
+
+def config_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs naming :class:`AssistantConfig` fields (``global_k=1``,
+    ``memory_tiers=pattern,profile``, ``seed=none``), each typed like the field's default, for
+    the tools that try the assistant with other settings. ValueError names the bad pair."""
+    defaults = AssistantConfig()
+    known = [f.name for f in fields(AssistantConfig)]
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = (part.strip() for part in pair.partition("="))
+        if not sep or key not in known:
+            raise ValueError(f"{pair!r}: expected KEY=VALUE, KEY one of {', '.join(known)}")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, tuple):
+                value: Any = tuple(p.strip() for p in text.split(",") if p.strip())
+                if not value or not set(value) <= set(LOCAL_TIERS):
+                    raise ValueError(value)
+            elif isinstance(default, float):
+                value = float(text)
+            elif default is None and text.lower() == "none":
+                value = None
+            else:
+                value = int(text)
+                if value < 0:
+                    raise ValueError(value)
+        except ValueError:
+            wants = {
+                tuple: f"a comma-separated list of {', '.join(LOCAL_TIERS)}",
+                float: "a non-negative number",
+            }.get(type(default), "a non-negative whole number")
+            if default is None:
+                wants += " or none"
+            raise ValueError(f"{pair!r}: {key} takes {wants}") from None
+        options[key] = value
+    return options
 
 
 @dataclass(frozen=True)

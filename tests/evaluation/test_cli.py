@@ -87,6 +87,11 @@ def test_eval_with_the_real_model_is_in_range_deterministic_and_reported(
     assert all(f"`{r}`" in md for r in rows) and "![evaluation](eval.png)" in md
     assert (report / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((report / "results.json").read_text())["rows"].keys() == set(rows)
+    # --set reaches the assistant rows: no global memory shown with global_k=0.
+    lean = _eval(tmp_path, prepared_home, small_dataset, *args, "--set", "global_k=0")
+    assert lean["assistant_options"] == {"global_k": 0} and first["assistant_options"] == {}
+    assert lean["rows"]["mrrec-base"]["global_memory_tokens"] == 0
+    assert {k: lean["rows"]["cf"][k] for k in EXACT} == {k: first["rows"]["cf"][k] for k in EXACT}
 
 
 @pytest.mark.slow
@@ -138,6 +143,8 @@ def test_eval_over_the_ml25m_keyword_pool(
             "holds the ml100k catalog; prepare a workspace with it",
         ),
         (("--bundle-base", "/nonexistent"), "model bundle /nonexistent: the folder does not exist"),
+        (("--set", "global_k=some"), "'global_k=some': global_k takes a non-negative whole number"),
+        (("--set", "beam=4"), "'beam=4': expected KEY=VALUE, KEY one of"),
     ],
 )
 def test_eval_refuses_what_it_cannot_do_clearly(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mrrec_edge.evaluation import DEPTH, EvalPlan, Evaluation, ItemKNN, Popularity, static_memory
-from mrrec_edge.evaluation.rows import RECENT
+from mrrec_edge.evaluation.rows import RECENT, ROWS
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
 
@@ -127,3 +127,26 @@ def test_resumed_rows_reuse_finished_queries_and_skip_a_cut_off_line(
     for f in files:
         records = [json.loads(x) for x in f.read_text().splitlines() if x.endswith("}")]
         assert len({r["id"] for r in records}) == len(records) == 6
+
+
+def test_assistant_options_change_the_llm_rows_but_not_what_a_row_sets_itself(
+    ws: Workspace, small_dataset: Path, llm_bundle_dir: Path
+) -> None:
+    bundles = {"rl": llm_bundle_dir}
+    plain = Evaluation(ws, EvalPlan(dataset=small_dataset, rows=["popularity"], bundles=bundles))
+    plan = EvalPlan(
+        dataset=small_dataset,
+        rows=["popularity"],
+        bundles=bundles,
+        assistant_options={"global_k": 1, "memory_k": 2},
+    )
+    lean = Evaluation(ws, plan)
+    rl = lean.row("mrrec-rl").config
+    assert (rl.global_k, rl.memory_k) == (1, 2)
+    assert rl.max_memory_calls == ROWS["mrrec-rl"].config.max_memory_calls
+    # The ablation keeps what it ablates; the option it does not set still applies.
+    no_global = lean.row("ablation-no-global").config
+    assert (no_global.global_k, no_global.memory_k) == (0, 2)
+    assert lean.row("cf") is ROWS["cf"] and plain.row("mrrec-rl") is ROWS["mrrec-rl"]
+    # Results kept for --resume are keyed by the settings: a lean run never reuses plain ones.
+    assert lean._fingerprint(lean.row("mrrec-rl")) != plain._fingerprint(plain.row("mrrec-rl"))

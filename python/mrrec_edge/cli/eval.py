@@ -8,6 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from mrrec_edge.assistant import config_options
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.evaluation import (
@@ -22,7 +23,7 @@ from mrrec_edge.evaluation import (
     parse_rows,
     write_report,
 )
-from mrrec_edge.evaluation.report import HEADERS, gains_text
+from mrrec_edge.evaluation.report import HEADERS, gains_text, options_text
 from mrrec_edge.scenarios import SPLITS
 from mrrec_edge.workspace import Workspace
 
@@ -45,6 +46,13 @@ Rows (--rows, comma-separated; default: all whose model is given):
 mrrec-sft and mrrec-rl need --bundle-sft / --bundle-rl; the ablations run on the most
 trained model given (rl, else sft, else base).
 """
+
+
+def _assistant_options(_ctx: Any, _param: Any, pairs: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        return config_options(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("eval", help=EVAL_HELP)
@@ -86,6 +94,15 @@ trained model given (rl, else sft, else base).
     help="Keep per-query results in this folder and reuse those of an earlier run with the "
     "same rows, models and workspace.",
 )
+@click.option(
+    "--set",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_assistant_options,
+    help="An assistant setting for every LLM row, except where a row sets it itself "
+    "(repeatable), e.g. --set global_k=1 --set memory_k=2: what leaner memory costs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--report", "report_dir", type=_DIR, help="Write results.md, eval.png and JSON here.")
 @click.pass_obj
@@ -103,6 +120,7 @@ def eval_command(
     bundle_sft: Path | None,
     bundle_rl: Path | None,
     resume_dir: Path | None,
+    options: dict[str, Any],
     as_json: bool,
     report_dir: Path | None,
 ) -> None:
@@ -123,6 +141,7 @@ def eval_command(
         bootstrap=bootstrap,
         catalog=catalog,
         resume_dir=resume_dir,
+        assistant_options=options,
     )
     check_prepared(home, dataset)  # before opening: a store would be created in a wrong folder
     with Workspace(load_settings(home)) as ws:
@@ -150,5 +169,7 @@ def _print_table(results: dict[str, Any]) -> None:
         f"{results['queries']} {results['split']} queries, catalog of "
         f"{results['catalog_size']} items"
     )
+    if results["assistant_options"]:
+        out_console.print(options_text(results).strip())
     out_console.print(table)
     out_console.print(gains_text(results))

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from mrrec_edge import __version__
 from mrrec_edge._core import Orchestrator
-from mrrec_edge.assistant import Assistant, Done, Profile, Recommendations
+from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Recommendations
 from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import InputError
@@ -82,6 +82,9 @@ class EvalPlan:
     bootstrap: int = 1000
     catalog: str = "ml100k"
     resume_dir: Path | None = None
+    #: AssistantConfig fields set for every assistant row, except where a row sets that field
+    #: itself (an ablation keeps what it ablates): ``{"global_k": 1}`` tries leaner memory.
+    assistant_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def default_rows(bundles: Mapping[str, Path]) -> list[str]:
@@ -156,6 +159,19 @@ class Evaluation:
         self.catalog_size = int(store.stats()["items"])
         self._models: dict[Path, LanguageModel] = {}
 
+    def row(self, name: str) -> Row:
+        """Row ``name`` as this plan runs it: with the plan's assistant options."""
+        row = ROWS[name]
+        if row.kind != "assistant" or not self.plan.assistant_options:
+            return row
+        defaults = AssistantConfig()
+        options = {
+            key: value
+            for key, value in self.plan.assistant_options.items()
+            if getattr(row.config, key) == getattr(defaults, key)
+        }
+        return replace(row, config=replace(row.config, **options))
+
     # -- running rows -----------------------------------------------------------------------
 
     def run(self, progress: Progress | None = None) -> dict[str, Any]:
@@ -164,7 +180,7 @@ class Evaluation:
         Query by query, every row in turn: a long run that is stopped has its first queries
         done for all rows, so ``--limit`` over a resume folder gives a complete table early.
         """
-        rows = [ROWS[name] for name in self.plan.rows]
+        rows = [self.row(name) for name in self.plan.rows]
         done = {row.name: self._load_checkpoint(row) for row in rows}
         rankers: dict[str, Callable[[dict[str, Any]], QueryResult]] = {}
         setup = dict.fromkeys(self.plan.rows, 0.0)
@@ -327,6 +343,7 @@ class Evaluation:
             "queries": n,
             "catalog_size": self.catalog_size,
             "split": self.plan.split,
+            "assistant_options": dict(self.plan.assistant_options),
             "seed": self.plan.seed,
             "bootstrap": self.plan.bootstrap,
             "category_basis": CATEGORY_BASIS,

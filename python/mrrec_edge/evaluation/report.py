@@ -85,6 +85,15 @@ def gains_text(results: Mapping[str, Any]) -> str:
     return " ".join(out)
 
 
+def options_text(results: Mapping[str, Any]) -> str:
+    """A line saying which assistant settings the run changed (``mrrec eval --set``), or ""."""
+    options = results.get("assistant_options") or {}
+    if not options:
+        return ""
+    listed = ", ".join(f"{k}={v}" for k, v in options.items())
+    return f"Assistant rows ran with {listed} (except where a row sets one itself).\n\n"
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     rows = results["rows"]
     described = "\n".join(
@@ -95,6 +104,7 @@ def markdown(results: Mapping[str, Any]) -> str:
     return (
         f"# Evaluation: {results['queries']} {results['split']} queries, "
         f"catalog of {results['catalog_size']} items\n\n"
+        f"{options_text(results)}"
         "Metrics of the held-out item over the full catalog, the user's consumed items left "
         f"out; in brackets the 95% bootstrap interval ({results['bootstrap']} resamples of the "
         f"queries, seed {results['seed']}). Memory tokens: per query, local and global memory "
