@@ -133,7 +133,8 @@ def main() -> int:
     _ = ws.embedder
     examples = [e for s in args.splits.split(",") for e in load_examples(args.dataset, s)]
     examples = examples[: args.limit]
-    assistant = Assistant(ws, model, AssistantConfig(**options))
+    config = AssistantConfig.from_settings(settings)  # the home's [assistant], then --set
+    assistant = Assistant(ws, model, dataclasses.replace(config, **options))
     compare = compared_arm(
         assistant, args.compare, args.compare_bundle, compared_options, args.threads
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from time import perf_counter
 from typing import Any, Protocol
 
 from mrrec_edge._core import ItemHit, MemoryEntry, MemoryHit, Orchestrator
+from mrrec_edge.config import Settings
 from mrrec_edge.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ class AssistantConfig:
     #: Local tiers memory calls search (the evaluation's single-tier ablations narrow it); a call
     #: naming a tier outside them searches these instead.
     memory_tiers: tuple[str, ...] = tuple(LOCAL_TIERS)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AssistantConfig:
+        """The defaults with the home's ``[assistant]`` overrides (config.toml)."""
+        overrides = {k: v for k, v in asdict(settings.assistant).items() if v is not None}
+        return cls(**overrides)
 
 
 def config_options(pairs: Iterable[str]) -> dict[str, Any]:
@@ -176,7 +183,8 @@ class Assistant:
     ) -> None:
         self.ws = workspace
         self.model = model
-        self.config = config or AssistantConfig()
+        # Without an explicit config, the home's [assistant] settings (what a user chose).
+        self.config = config or AssistantConfig.from_settings(workspace.settings)
         pin_prefix = getattr(model, "pin_prefix", None)
         if pin_prefix is not None:
             # The device runtime's prefix cache keeps the instructions every request starts

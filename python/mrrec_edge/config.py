@@ -15,6 +15,12 @@ dir (platformdirs). Settings come from ``<home>/config.toml``; every key is opti
     [retrieval]                  # omitted: the core's tuned defaults
     exact_threshold = 4096       # filtered searches over fewer entries scan them exactly
     expansion_search = 40        # HNSW search breadth (recall vs latency)
+
+    [assistant]                  # omitted: the method's defaults (3, 3, 2, 384)
+    global_k = 1                 # global memory entries in the prompt
+    memory_k = 2                 # memories a call returns: less is faster, recalls less
+    max_memory_calls = 2
+    memory_token_budget = 384
 """
 
 from __future__ import annotations
@@ -55,11 +61,23 @@ class RetrievalSettings:
 
 
 @dataclass(frozen=True)
+class AssistantSettings:
+    """Overrides of the assistant's memory settings (``AssistantConfig``); ``None`` keeps the
+    default. Less memory in the prompt answers faster and recalls less (docs/RESULTS.md)."""
+
+    global_k: int | None = None
+    memory_k: int | None = None
+    max_memory_calls: int | None = None
+    memory_token_budget: int | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     bundle_path: Path
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    assistant: AssistantSettings = field(default_factory=AssistantSettings)
 
     @property
     def embedder_path(self) -> Path:
@@ -99,7 +117,7 @@ def load_settings(home: Path | None = None) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"bundle", "embedder", "retrieval"}
+    unknown = set(data) - {"bundle", "embedder", "retrieval", "assistant"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     bundle = data.get("bundle", {})
@@ -111,4 +129,5 @@ def load_settings(home: Path | None = None) -> Settings:
         bundle_path=bundle_path,
         embedder=_section(data, "embedder", EmbedderSettings, path),
         retrieval=_section(data, "retrieval", RetrievalSettings, path),
+        assistant=_section(data, "assistant", AssistantSettings, path),
     )

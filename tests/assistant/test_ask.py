@@ -94,6 +94,21 @@ def test_ask_errors_are_one_clear_line(ask_home: Path, tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
+def test_the_homes_assistant_settings_reach_mrrec_ask(
+    ask_home: Path, answers: dict[str, dict], tmp_path: Path
+) -> None:
+    """config.toml's [assistant] is what `mrrec ask` (and the TUI) run with: no memory calls
+    and no global memory here, so the answer cites no memory."""
+    home = tmp_path / "no-memory"
+    shutil.copytree(ask_home, home)
+    with (home / "config.toml").open("a", encoding="utf-8") as config:
+        config.write("[assistant]\nmax_memory_calls = 0\nglobal_k = 0\n")
+    out = cli_json(home, "ask", "--user", "1", QUERIES[0])
+    assert out["stats"]["memory_calls"] == 0 and out["stats"]["memory_tokens"] == 0
+    assert out["used_memories"] == [] and len(out["recommendations"]) == 10
+    assert answers[QUERIES[0]]["stats"]["memory_calls"] >= 1  # the defaults do call memory
+
+
 def test_hostile_catalog_and_memory_cannot_steer_the_protocol(
     ask_home: Path, tmp_path: Path
 ) -> None:

@@ -61,3 +61,22 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
         '[retrieval]\nexpansion_search = 64\n[bundle]\npath = "/opt/b"\n'
     )
     assert cli_json(tmp_path, "stats")["users"] == 0
+
+
+def test_assistant_settings_come_from_config_and_bad_ones_are_named(tmp_path: Path) -> None:
+    from mrrec_edge.assistant import AssistantConfig
+    from mrrec_edge.config import load_settings
+
+    (tmp_path / "config.toml").write_text("[assistant]\nglobal_k = 1\nmemory_k = 2\n")
+    config = AssistantConfig.from_settings(load_settings(tmp_path))
+    assert (config.global_k, config.memory_k) == (1, 2)
+    assert config.max_memory_calls == AssistantConfig().max_memory_calls  # not set: the default
+    for bad, message in [
+        ("memory_k = -1", "[assistant] memory_k must be a non-negative integer"),
+        ('global_k = "one"', "[assistant] global_k must be a non-negative integer"),
+        ("temperature = 1", "[assistant] has unknown key 'temperature'"),
+    ]:
+        (tmp_path / "config.toml").write_text(f"[assistant]\n{bad}\n")
+        proc = run_cli(tmp_path, "stats", check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
