@@ -80,13 +80,15 @@ def test_killing_the_tui_mid_answer_keeps_a_clean_prefix(tui_home: Path, tmp_pat
     assert full and full[-1]
 
     total = sum(map(len, full))
+    # Whole characters: the check below must use the very threshold the kill waited for.
+    points = [int(share * total) for share in KILL_AT]
     outcomes: list[dict[str, Any]] = []
-    for k, share in enumerate(KILL_AT):
+    for k, point in enumerate(points):
         home = Path(shutil.copytree(tui_home, tmp_path / f"kill{k}"))
         proc = _child(home)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "asked", proc.communicate()[1]
-        _kill_when_saved(proc, home, int(share * total))
+        _kill_when_saved(proc, home, point)
         assert integrity_problems(home) == [], k
         saved = _saved_answers(home)
         assert len(saved) <= 1
@@ -100,5 +102,5 @@ def test_killing_the_tui_mid_answer_keeps_a_clean_prefix(tui_home: Path, tmp_pat
             assert saved[0].status == "interrupted", (k, saved[0].status)
         outcomes.append({"turns": len(turns), "chars": sum(map(len, turns)), "cut": cut})
     # Each kill landed at or just after its point: a part of the answer saved, not all of it.
-    for share, o in zip(KILL_AT, outcomes, strict=True):
-        assert share * total <= o["chars"] < total, (share, total, outcomes)
+    for point, o in zip(points, outcomes, strict=True):
+        assert point <= o["chars"] < total, (point, total, outcomes)
