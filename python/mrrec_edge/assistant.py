@@ -9,6 +9,7 @@ reports what happens as events, so the CLI and the TUI show the same thing.
 from __future__ import annotations
 
 import logging
+import textwrap
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -173,8 +174,14 @@ def _why(
     if shared:
         best = shared[0]
         common = ", ".join(sorted(set(best.categories) & set(item.categories)))
-        return f"{common}, like what your memory says: {best.text[:90]}", shared[:2]
-    return f"Matches: {profile[:110]}", list(cited[:1])
+        return f"{common}, like what your memory says: {_clip(best.text, 90)}", shared[:2]
+    return f"Matches: {_clip(profile, 110)}", list(cited[:1])
+
+
+def _clip(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word boundary to ``width`` characters (never mid-title
+    like "Brian (")."""
+    return textwrap.shorten(text, width, placeholder=" …")
 
 
 class Assistant:
