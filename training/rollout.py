@@ -38,7 +38,8 @@ def ask(
 ) -> Rollout:
     """One conversation for ``example``; the catalog is grounded to the wide cut-off."""
     profile = recommendations = done = None
-    for event in assistant.ask(example["user"], example["query"], k=cuts[0]):
+    # Ranked like the evaluation: item ids as the store grounds them.
+    for event in assistant.ask(example["user"], example["query"], k=cuts[0], distinct_titles=False):
         if isinstance(event, Profile):
             profile = event
         elif isinstance(event, Recommendations):

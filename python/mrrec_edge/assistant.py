@@ -166,6 +166,41 @@ class Done:
 Event = Token | ToolCall | Memories | Profile | Recommendations | Done
 
 
+#: Extra candidates grounded so that the twins :func:`ground_profile` drops leave ``k`` items.
+TWIN_MARGIN = 20
+
+
+def ground_profile(
+    ws: Workspace,
+    profile: str,
+    *,
+    user: str | None,
+    k: int,
+    include_seen: bool = False,
+    distinct_titles: bool = True,
+) -> list[ItemHit]:
+    """The top ``k`` catalog items for an ideal item profile, leaving out what ``user`` consumed.
+
+    With ``distinct_titles``, one item per title and year: MovieLens lists some films twice under
+    two ids (18 in the 100K catalog), which would show the same film twice, or a film the user
+    has seen under its other id.
+    """
+    vector = ws.embed_query(profile)
+    if not distinct_titles:
+        return ws.store.ground(vector, k=k, user=user, include_seen=include_seen)
+    taken: set[tuple[str, int | None]] = set()
+    if user is not None and not include_seen:
+        taken = {(r["title"].casefold(), r["year"]) for r in ws.store.user_history(user)}
+    hits = ws.store.ground(vector, k=k + TWIN_MARGIN, user=user, include_seen=include_seen)
+    items = []
+    for hit in hits:
+        key = (hit.title.casefold(), hit.year)
+        if key not in taken:
+            taken.add(key)
+            items.append(hit)
+    return items[:k]
+
+
 def _why(
     item: ItemHit, cited: Sequence[MemoryEntry], profile: str
 ) -> tuple[str, list[MemoryEntry]]:
@@ -207,11 +242,14 @@ class Assistant:
         include_seen: bool = False,
         cancel: threading.Event | None = None,
         static_memory: Sequence[MemoryEntry] = (),
+        distinct_titles: bool = True,
     ) -> Iterator[Event]:
         """Answers ``query`` for ``user`` with ``k`` catalog items, as a stream of events.
 
         ``static_memory`` is shown to the model before its first turn, as if retrieved (the
         evaluation's naive and static memory baselines); it counts in ``memory_tokens``.
+        ``distinct_titles``: see :func:`ground_profile` (the evaluation and training rank item
+        ids as the store does, like every baseline, and turn it off).
         """
         c = self.config
         store = self.ws.store
@@ -286,8 +324,13 @@ class Assistant:
 
         yield Profile(action["profile"], action["memory_ids"], action["fallback"], action["reason"])
         t = perf_counter()
-        items = store.ground(
-            self.ws.embed_query(action["profile"]), k=k, user=user, include_seen=include_seen
+        items = ground_profile(
+            self.ws,
+            action["profile"],
+            user=user,
+            k=k,
+            include_seen=include_seen,
+            distinct_titles=distinct_titles,
         )
         cited = [retrieved[i] for i in action["memory_ids"] if i in retrieved]
         recommendations = []

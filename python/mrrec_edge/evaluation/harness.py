@@ -240,7 +240,11 @@ class Evaluation:
         def rank_assistant(e: dict[str, Any]) -> QueryResult:
             t = perf_counter()
             shown = static_memory(store, e["user"], row.static_memory) if row.static_memory else ()
-            events = list(assistant.ask(e["user"], e["query"], k=DEPTH, static_memory=shown))
+            events = list(
+                assistant.ask(
+                    e["user"], e["query"], k=DEPTH, static_memory=shown, distinct_titles=False
+                )
+            )
             seconds = perf_counter() - t
             done = next(x for x in events if isinstance(x, Done))
             recs = next(x for x in events if isinstance(x, Recommendations))
