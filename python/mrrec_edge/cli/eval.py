@@ -169,7 +169,7 @@ def _print_table(results: dict[str, Any]) -> None:
         f"{results['queries']} {results['split']} queries, catalog of "
         f"{results['catalog_size']} items"
     )
-    if results["assistant_options"]:
-        out_console.print(options_text(results).strip())
+    if options := options_text(results):
+        out_console.print(options.strip())
     out_console.print(table)
     out_console.print(gains_text(results))
