@@ -122,7 +122,8 @@ def llm_bundle_dir() -> Path:
     return path
 
 
-#: Users of the small scenario dataset (about 20 train, 2 val and 2 test examples).
+#: Users of the small scenario dataset (about 20 train, 2 val and 2 test users, most with 5
+#: examples: one per held-out target).
 SMALL_USERS = 24
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.scenarios import (
     DATASET_VERSION,
+    DEFAULT_TARGETS_PER_USER,
     build_scenarios,
     load_examples,
     load_manifest,
@@ -37,6 +38,8 @@ def _matches(dataset: Path, data: DataConfig) -> bool:
         manifest.get("seed") == data.scenario_seed
         and params.get("users_limit") == (data.users_limit or None)
         and bool(params.get("keywords")) == bool(data.keywords)
+        # What build_dataset builds: a dataset built with another K is not this recipe's.
+        and params.get("targets_per_user") == DEFAULT_TARGETS_PER_USER
     )
 
 
@@ -68,7 +71,8 @@ def open_workspace(data: DataConfig) -> Workspace:
 
 
 def examples(data: DataConfig) -> list[Example]:
-    """The split's examples, at most ``max_examples`` of them (the first, in user order)."""
+    """The split's examples, at most ``max_examples`` of them (the first, in user order; a user
+    has up to ``targets_per_user`` examples, one per held-out target)."""
     rows = load_examples(data.dataset, data.split)
     return rows[: data.max_examples] if data.max_examples else rows
 

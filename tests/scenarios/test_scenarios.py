@@ -1,9 +1,12 @@
 """The scenario data builder and the prepared workspace, on the real MovieLens 100K and 25M keyword
-files: no leakage, disjoint seeded splits, queries that never give the title away, counts that
-match the files, global memory from train users only, and clear errors on bad input."""
+files: up to K targets per user after one cutoff, no leakage, disjoint seeded splits, queries that
+never give the title away, counts that match the files, global memory from train users only, and
+clear errors on bad input."""
 
 from __future__ import annotations
 
+import bisect
+import random
 import re
 import shutil
 from collections import defaultdict
@@ -35,7 +38,9 @@ from mrrec_edge.scenarios.build import (
     Interaction,
     find_source,
     find_target,
+    find_targets,
     load_catalog,
+    read_interactions,
 )
 from mrrec_edge.scenarios.queries import STOPWORDS, USE_CASES, fits
 from mrrec_edge.workspace import Workspace
@@ -52,8 +57,44 @@ def _rows(path: Path) -> list[tuple[str, str, float, int]]:
     return out
 
 
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower().replace("'s", "")))
+
+
+def _sources() -> dict[str, list[tuple[str, str, float, int]]]:
+    """Each user's source rows, in chronological order (ties in file order)."""
+    out: dict[str, list[tuple[str, str, float, int]]] = defaultdict(list)
+    for row in _rows(ML100K / "ml-100k.inter"):
+        out[row[0]].append(row)
+    return {u: sorted(rows, key=lambda r: r[3]) for u, rows in out.items()}
+
+
+def _reference_targets(
+    rows: list[tuple[str, str, float, int]], k: int, min_history: int = 10, liked: float = 4
+) -> tuple[list[int], int] | None:
+    """The K-target rule, stated without the walk: an interaction can be a target when it is
+    liked, has ``min_history`` strictly earlier interactions and its item is not among them; of
+    several such rows of one item (only possible at one timestamp) the latest counts; the last
+    ``k`` of those are the targets, and the history is everything before the earliest."""
+    stamps = [r[3] for r in rows]
+
+    def before(i: int) -> int:
+        return bisect.bisect_left(stamps, stamps[i])
+
+    eligible = [
+        i
+        for i, r in enumerate(rows)
+        if before(i) >= min_history
+        and r[2] >= liked
+        and r[1] not in {x[1] for x in rows[: before(i)]}
+    ]
+    latest = {rows[i][1]: i for i in eligible}  # later rows win
+    chosen = sorted(latest.values())[-k:]
+    return (chosen, before(chosen[0])) if chosen else None
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +107,13 @@ def full_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def examples(full_dataset: Path) -> list[dict[str, Any]]:
     return load_examples(full_dataset)
+
+
+def _by_user(examples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in examples:
+        out[e["user"]].append(e)
+    return dict(out)
 
 
 # -- targets and leakage --------------------------------------------------------------------
@@ -87,32 +135,141 @@ def test_target_is_the_last_liked_with_enough_strictly_earlier_history() -> None
     assert find_target(rewatch, min_history=10, liked=4) == (10, 10)
 
 
-def test_files_hold_nothing_at_or_after_a_target(
+def _ixs(rows: list[tuple[str, str, float, int]]) -> list[Interaction]:
+    return [Interaction(n, u, i, r, t, "") for n, (u, i, r, t) in enumerate(rows, start=1)]
+
+
+def test_targets_are_the_last_k_liked_new_items_after_one_cutoff() -> None:
+    rows = [_ix(n, ts=n, rating=3) for n in range(1, 11)]  # ten at distinct times: no targets
+    rows += [
+        _ix(11, ts=11, rating=5),  # 10 earlier: the earliest possible target
+        _ix(12, ts=12, rating=2),  # not liked
+        _ix(13, ts=13, rating=4, item="i3"),  # a re-watch
+        _ix(14, ts=14, rating=4),
+        _ix(15, ts=20, rating=5),
+        _ix(16, ts=20, rating=4, item="i15"),  # the same item at the same time: one target
+        _ix(17, ts=30, rating=4),
+    ]
+    # (Indices into rows; the history size is the count strictly before the earliest target.)
+    assert find_targets(rows, k=1, min_history=10, liked=4) == ([16], 16)
+    # Of the two rows of i15 at ts=20, the later in file order is the target, as in find_target.
+    assert find_targets(rows, k=2, min_history=10, liked=4) == ([15, 16], 14)
+    assert find_targets(rows, k=3, min_history=10, liked=4) == ([13, 15, 16], 13)
+    # Fewer eligible than K: all of them, the cutoff at the earliest (ts=11, 10 before it).
+    assert find_targets(rows, k=9, min_history=10, liked=4) == ([10, 13, 15, 16], 10)
+    # A longer minimum history stops the walk earlier.
+    assert find_targets(rows, k=9, min_history=13, liked=4) == ([13, 15, 16], 13)
+    assert find_targets(rows, k=9, min_history=17, liked=4) is None
+    with pytest.raises(InputError, match="at least 1"):
+        find_targets(rows, k=0, min_history=10, liked=4)
+
+
+def test_find_targets_agrees_with_the_rule_and_k1_with_find_target() -> None:
+    """Random users (ties, re-watches, duplicate rows): the walk equals the rule stated without
+    it, K=1 is find_target, more targets only add earlier ones, and moving the cutoff to the
+    earliest target keeps every target's item out of the history."""
+    rng = random.Random(7)
+    for case in range(400):
+        n = rng.randint(0, 40)
+        stamps = sorted(rng.randint(0, 25) for _ in range(n))
+        rows = [("u", f"i{rng.randint(0, 15)}", float(rng.randint(1, 5)), t) for t in stamps]
+        ordered = _ixs(rows)
+        min_history = rng.randint(1, 12)
+        previous: set[int] = set()
+        for k in range(1, 8):
+            found = find_targets(ordered, k=k, min_history=min_history, liked=4)
+            assert found == _reference_targets(rows, k, min_history), (case, k)
+            single = find_target(ordered, min_history=min_history, liked=4)
+            if found is None:
+                assert single is None
+                continue
+            if k == 1:
+                assert (found[0][0], found[1]) == single
+            indices, size = found
+            assert previous <= set(indices) and len(indices) <= k
+            previous = set(indices)
+            assert indices == sorted(indices) and size >= min_history
+            assert size == sum(r[3] < rows[indices[0]][3] for r in rows)
+            items = [rows[i][1] for i in indices]
+            assert len(set(items)) == len(items)
+            assert not set(items) & {r[1] for r in rows[:size]}
+
+
+def test_files_hold_nothing_at_or_after_a_cutoff_but_the_targets(
     full_dataset: Path, examples: list[dict[str, Any]]
 ) -> None:
-    source = defaultdict(list)
-    for row in _rows(ML100K / "ml-100k.inter"):
-        source[row[0]].append(row)
+    source = _sources()
     history = defaultdict(list)
     for row in _rows(full_dataset / "history" / "ml-100k.inter"):
         history[row[0]].append(row)
-    assert set(history) == {e["user"] for e in examples}
-    for e in examples:
-        user, cutoff, target = e["user"], e["cutoff_timestamp"], e["target_item"]
-        item = target.removeprefix("ml100k:")
+    mine = _by_user(examples)
+    assert set(history) == set(mine)
+    dropped = 0
+    for user, rows in mine.items():
+        cutoff, size = rows[0]["cutoff_timestamp"], rows[0]["history_size"]
+        assert {(e["cutoff_timestamp"], e["history_size"]) for e in rows} == {(cutoff, size)}
+        assert [e["target_index"] for e in rows] == list(range(len(rows)))
+        assert [e["id"] for e in rows] == [
+            f"ml100k-scenarios-v2:{user}:{n}" for n in range(len(rows))
+        ]
         kept = history[user]
-        assert len(kept) == e["history_size"] >= 10
+        assert len(kept) == size >= 10
+        # No history interaction at or after the cutoff: the history is every source row
+        # strictly before it, and nothing else.
         assert all(ts < cutoff for _, _, _, ts in kept)
-        assert item not in {i for _, i, _, _ in kept}
-        # The history is every source row strictly before the cutoff, and nothing else.
         assert sorted(kept) == sorted(r for r in source[user] if r[3] < cutoff)
-        rated = [r for r in source[user] if r[1] == item and r[3] == cutoff]
-        assert rated and rated[0][2] >= 4
-        # No later liked interaction could have been the target.
-        for r in source[user]:
-            if r[3] > cutoff and r[2] >= 4:
-                assert sum(x[3] < r[3] for x in source[user]) >= 10  # it had history...
-                assert r[1] in {x[1] for x in source[user] if x[3] < r[3]}  # ...so a re-watch
+        seen = {i for _, i, _, _ in kept}
+        stamps = []
+        for e in rows:
+            item = e["target_item"].removeprefix("ml100k:")
+            assert item not in seen  # no target item in the history
+            rated = [r for r in source[user] if r[1] == item and r[3] >= cutoff]
+            assert len(rated) == 1 and rated[0][2] >= 4
+            stamps.append(rated[0][3])
+        assert stamps == sorted(stamps) and len({e["target_item"] for e in rows}) == len(rows)
+        # The targets are the rule's (less any whose query could not be made), and the cutoff
+        # is the earliest of the rule's targets.
+        expected = _reference_targets(source[user], 5)
+        assert expected is not None and expected[1] == size
+        wanted = [source[user][i] for i in expected[0]]
+        assert source[user][expected[0][0]][3] == cutoff
+        got = [f"ml100k:{r[1]}" for r in wanted]
+        assert [e["target_item"] for e in rows] == [
+            t for t in got if t in {e["target_item"] for e in rows}
+        ]
+        dropped += len(wanted) - len(rows)
+    for user in set(source) - set(mine):  # skipped: no target, or no query for any
+        expected = _reference_targets(source[user], 5)
+        dropped += len(expected[0]) if expected else 0
+    manifest = load_manifest(full_dataset)
+    assert dropped == manifest["counts"]["targets_dropped_no_facet"]
+
+
+def test_one_target_per_user_is_the_single_target_rule(tmp_path: Path) -> None:
+    """K=1 holds out what find_target (the rule of ml100k-scenarios-v1) holds out."""
+    build_scenarios(ML100K, tmp_path / "k1", keywords_csv=KEYWORDS_CSV, targets_per_user=1)
+    examples = load_examples(tmp_path / "k1")
+    assert len({e["user"] for e in examples}) == len(examples)
+    assert all(e["target_index"] == 0 and e["id"].endswith(":0") for e in examples)
+    got = {e["user"]: e for e in examples}
+    by_user: dict[str, list[Interaction]] = defaultdict(list)
+    for r in read_interactions(find_source(ML100K)):
+        by_user[r.user].append(r)
+    skipped = 0
+    for user, rows in by_user.items():
+        ordered = sorted(rows, key=lambda r: r.timestamp)
+        found = find_target(ordered, min_history=10, liked=4)
+        if user not in got:
+            skipped += 1
+            continue
+        assert found is not None
+        index, size = found
+        e = got[user]
+        assert e["target_item"] == f"ml100k:{ordered[index].item}"
+        assert (e["cutoff_timestamp"], e["history_size"]) == (ordered[index].timestamp, size)
+    counts = load_manifest(tmp_path / "k1")["counts"]
+    assert skipped == sum(counts["users_skipped"].values())
+    assert counts["interactions"]["history"] == sum(e["history_size"] for e in examples)
 
 
 # -- splits ---------------------------------------------------------------------------------
@@ -122,15 +279,17 @@ def test_splits_are_disjoint_shares_stable_for_a_seed_and_differ_for_another(
     examples: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     by_split = {s: {e["user"] for e in examples if e["split"] == s} for s in SPLITS}
-    assert (
-        sum(len(v) for v in by_split.values())
-        == len(examples)
-        == len({e["user"] for e in examples})
-    )
+    users = _by_user(examples)
+    assert sum(len(v) for v in by_split.values()) == len(users)
     assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"])
     assert not by_split["val"] & by_split["test"]
-    n = len(examples)
+    assert all(len({e["split"] for e in rows}) == 1 for rows in users.values())
+    n = len(users)
     assert len(by_split["val"]) == len(by_split["test"]) == round(n * DEFAULT_FRACTIONS[1])
+    # Several queries per user: enough held-out queries to tell evaluation rows apart.
+    assert all(1 <= len(rows) <= 5 for rows in users.values())
+    assert sum(e["split"] == "val" for e in examples) >= 600
+    assert sum(e["split"] == "test" for e in examples) >= 600
 
     def build(name: str, seed: int) -> dict[str, Any]:
         return build_scenarios(
@@ -139,6 +298,8 @@ def test_splits_are_disjoint_shares_stable_for_a_seed_and_differ_for_another(
 
     a, b, c = build("a", 0), build("b", 0), build("c", 1)
     assert a["files"] == b["files"]  # byte-identical, datasheet and history included
+    for name in ("examples.jsonl", "datasheet.md", "history/ml-100k.inter"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     ea, ec = load_examples(tmp_path / "a"), load_examples(tmp_path / "c")
     assert [e["user"] for e in ea] == [e["user"] for e in ec]
     assert [e["split"] for e in ea] != [e["split"] for e in ec]
@@ -162,7 +323,11 @@ def test_queries_name_a_coarse_facet_of_the_target_and_never_its_title(
         assert item.title == e["target_title"]
         shared = _words(e["query"]) & _words(item.title)
         assert shared <= STOPWORDS, (e["query"], item.title)
-        assert e["target_title"].lower() not in e["query"].lower()
+        # Nor the whole title as a run of words (a substring test would trip on the title "M").
+        title, query = _tokens(e["target_title"]), _tokens(e["query"])
+        assert not any(
+            query[i : i + len(title)] == title for i in range(len(query) - len(title) + 1)
+        )
         assert fits(e["facet"], item)
         facet = (e["facet"]["kind"], e["facet"]["value"])
         if facet not in fitting:
@@ -181,32 +346,44 @@ def test_manifest_counts_and_checksums_match_the_files(
 ) -> None:
     manifest = load_manifest(full_dataset, verify=True)
     counts = manifest["counts"]
-    assert manifest["dataset_version"] == "ml100k-scenarios-v1" and manifest["seed"] == 0
-    assert counts["examples"] == len(examples)
+    assert manifest["dataset_version"] == "ml100k-scenarios-v2" and manifest["seed"] == 0
+    assert manifest["parameters"]["targets_per_user"] == 5
+    users = _by_user(examples)
+    sizes = {u: rows[0]["history_size"] for u, rows in users.items()}
+    assert counts["examples"] == len(examples) and counts["users"] == len(users)
+    assert counts["users_by_examples"] == {
+        str(n): sum(len(rows) == n for rows in users.values())
+        for n in sorted({len(rows) for rows in users.values()})
+    }
     for split in SPLITS:
         mine = [e for e in examples if e["split"] == split]
-        assert counts["splits"][split]["users"] == len(mine)
-        assert counts["splits"][split]["history_interactions"] == sum(
-            e["history_size"] for e in mine
-        )
+        held = {e["user"] for e in mine}
+        assert counts["splits"][split]["examples"] == len(mine)
+        assert counts["splits"][split]["users"] == len(held)
+        assert counts["splits"][split]["history_interactions"] == sum(sizes[u] for u in held)
     history = _rows(full_dataset / "history" / "ml-100k.inter")
-    assert (
-        counts["interactions"]["history"]
-        == len(history)
-        == sum(e["history_size"] for e in examples)
-    )
     inter = counts["interactions"]
+    assert inter["history"] == len(history) == sum(sizes.values())
+    assert inter["targets"] == len(examples)
     skipped_rows = inter["source"] - inter["considered_users"]
     assert skipped_rows == 0  # no users_limit
+    kept_rows = sum(r[0] in users for r in _rows(ML100K / "ml-100k.inter"))
+    assert inter["dropped_at_or_after_cutoff"] == kept_rows - len(history) - len(examples)
     assert counts["users_in_source"] == 943
-    assert counts["examples"] + sum(counts["users_skipped"].values()) == 943
+    assert counts["users"] + sum(counts["users_skipped"].values()) == 943
     users_file = (full_dataset / "history" / "ml-100k.user").read_text().splitlines()[1:]
-    assert {ln.split("\t")[0] for ln in users_file} == {e["user"] for e in examples}
+    assert {ln.split("\t")[0] for ln in users_file} == set(users)
     assert manifest["files"] == {
         k: v for k, v in folder_records(full_dataset).items() if k != "manifest.json"
     }
     sheet = (full_dataset / "datasheet.md").read_text()
-    assert f"{counts['examples']} with an example" in sheet
+    assert f"{counts['users']} with examples" in sheet
+    assert f"Examples (queries): {counts['examples']}, up to 5 per user" in sheet
+    for split in SPLITS:
+        v = counts["splits"][split]
+        assert (
+            f"| {split} | {v['users']} | {v['examples']} | {v['history_interactions']} |" in sheet
+        )
     for split in SPLITS:
         section = sheet.split(f"### {split}\n")[1].split("###")[0]
         rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "query" not in ln]
@@ -222,7 +399,8 @@ def test_prepared_workspace_holds_only_history_and_is_cached(
 ) -> None:
     small = load_examples(small_dataset)
     ws = Workspace.open(prepared_home)
-    assert sorted(ws.store.users(), key=int) == [e["user"] for e in small]
+    assert sorted(ws.store.users(), key=int) == list(dict.fromkeys(e["user"] for e in small))
+    assert len(small) > len(ws.store.users())  # several examples per user
     for e in small:
         records = ws.store.user_history(e["user"])
         assert len(records) == e["history_size"]
@@ -238,7 +416,7 @@ def test_prepared_workspace_holds_only_history_and_is_cached(
     before = marker.stat().st_mtime_ns
     assert prepare_workspace(small_dataset, prepared_home, bundle=embedder_dir.parent)
     assert marker.stat().st_mtime_ns == before  # complete: nothing redone
-    assert prepared_marker(prepared_home)["stats"]["users"] == len(small)
+    assert prepared_marker(prepared_home)["stats"]["users"] == len({e["user"] for e in small})
 
 
 def test_prepare_refuses_a_folder_that_is_not_a_prepared_workspace(
@@ -278,7 +456,9 @@ def test_global_memory_comes_from_train_users_only(
             for e in held_out
         ]
         report = build_global_memory(ws, train + tampered)
-        assert report["users"] == len(train) and report["split"] == "train"
+        assert report["choices"] == len(train)  # one per example: several per user
+        assert report["users"] == len({e["user"] for e in train}) < len(train)
+        assert report["split"] == "train"
         assert _global(ws) == built
         titles = {e["target_title"].lower() for e in small}
         assert not any(t in text.lower() for text, _ in built for t in titles if len(t) > 4)
@@ -293,6 +473,12 @@ def test_summarizer_writes_short_deduplicated_entries_per_category(
         choices = collect_choices(ws, train)
     assert len(choices) == 300 and all(len(c.alternatives) == 20 for c in choices)
     assert all(c.chosen.item_id not in {a.item_id for a in c.alternatives} for c in choices)
+    # A user's other targets were chosen too: never among the alternatives "not chosen".
+    chosen_of: dict[str, set[int]] = defaultdict(set)
+    for c in choices:
+        chosen_of[c.user].add(c.chosen.item_id)
+    assert max(len(v) for v in chosen_of.values()) > 1
+    assert all(not chosen_of[c.user] & {a.item_id for a in c.alternatives} for c in choices)
     entries = GlobalStatsSummarizer().summarize(choices)
     assert entries == GlobalStatsSummarizer().summarize(choices)  # deterministic
     categories = {e.category for e in entries}
@@ -380,6 +566,13 @@ def test_bad_rows_name_file_line_and_field_and_write_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ml100k"]  # no output, no temp folder
 
 
+def test_targets_per_user_below_one_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    for k in (0, -3):
+        with pytest.raises(InputError, match=f"targets per user must be at least 1, not {k}"):
+            build_scenarios(ML100K, tmp_path / "out", targets_per_user=k, users_limit=5)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_files_are_named(ml100k_copy: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such folder"):
         build_scenarios(tmp_path / "nowhere", tmp_path / "out")
@@ -421,6 +614,30 @@ def test_cli_builds_a_dataset_and_rebuilds_global_memory(
         tmp_path / "home", "data", "build", "--source", str(tmp_path / "nowhere"), check=False
     )
     assert bad.returncode == 1 and "no such folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_targets_per_user(tmp_path: Path) -> None:
+    out = tmp_path / "k2"
+    args = ("data", "build", "--source", str(ML100K.parent), "--users-limit", "30")
+    result = cli_json(tmp_path / "home", *args, "--out", str(out), "--targets-per-user", "2")
+    manifest = load_manifest(out, verify=True)
+    assert manifest["parameters"]["targets_per_user"] == 2
+    assert result["counts"] == manifest["counts"]
+    per_user = _by_user(load_examples(out))
+    assert len(per_user) == manifest["counts"]["users"] <= 30
+    assert {len(rows) for rows in per_user.values()} <= {1, 2}
+    assert manifest["counts"]["examples"] > len(per_user)
+    for k in ("0", "-1", "two"):
+        bad = run_cli(
+            tmp_path / "home", *args, "--out", str(tmp_path / "bad"), "--targets-per-user", k,
+            check=False,
+        )  # fmt: skip
+        assert bad.returncode == 2 and "--targets-per-user" in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    assert (
+        "0 is not in the range x>=1"
+        in run_cli(tmp_path / "home", *args, "--targets-per-user", "0", check=False).stderr
+    )
 
 
 # -- the full build (slow) ------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_sft_then_grpo_write_their_run_folders(tiny_run: tuple[Path, list[str]])
     summary = json.loads((sft / "run.json").read_text(encoding="utf-8"))
     assert summary["stage"] == "sft" and summary["seed"] == 0
     assert summary["recipe"]["name"] == "tiny"
-    assert summary["data"]["dataset_version"] == "ml100k-scenarios-v1"
+    assert summary["data"]["dataset_version"] == "ml100k-scenarios-v2"
     assert summary["traces"] >= 1 and (sft / "loss_curve.png").stat().st_size > 1000
     assert {p.name for p in (sft / "adapter").iterdir()} >= {
         "adapter_config.json",
@@ -145,7 +145,7 @@ def test_publish_ships_the_final_adapter_with_its_run(
     ).read_bytes()
     run = json.loads((shipped / "run.json").read_text(encoding="utf-8"))
     assert run["final_stage"] == "grpo" and set(run["stages"]) == {"sft", "grpo"}
-    assert run["data"]["dataset_version"] == "ml100k-scenarios-v1" and run["seed"] == 0
+    assert run["data"]["dataset_version"] == "ml100k-scenarios-v2" and run["seed"] == 0
     assert run["metrics"]["sft_steps"] >= 1 and run["metrics"]["grpo_steps"] >= 1
     assert all(isinstance(v, (int, float)) for v in run["metrics"].values())
     # Nothing of the training machine: the bundle path it used is left out.

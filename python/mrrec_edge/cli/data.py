@@ -11,6 +11,7 @@ from mrrec_edge._core import import_kinds
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
 from mrrec_edge.config import Settings
 from mrrec_edge.datasets import DATASETS, fetch_movielens_100k
+from mrrec_edge.scenarios.build import DEFAULT_TARGETS_PER_USER
 from mrrec_edge.scenarios.prepare import CATALOGS
 from mrrec_edge.workspace import Workspace
 
@@ -142,10 +143,14 @@ def stats_command(settings: Settings, as_json: bool) -> None:
 BUILD_HELP = """Build the scenario dataset (versioned splits and queries) from MovieLens 100K.
 
 \b
-Per user, the target is the last interaction rated 4+ with at least --min-history
-interactions strictly before it; everything at or after it is dropped (no leakage).
-Users are split 70/15/15 (train/val/test) by --seed; each gets one query naming a
-coarse facet of the target (a genre or keyword) and a use case, never its title.
+Per user, up to --targets-per-user targets are held out: walking back from the last
+interaction, each one rated 4+ whose item is new (not rated before it, not another
+target), while at least --min-history interactions lie strictly before it. The
+user's cutoff is the earliest target's timestamp; the history is everything strictly
+before it, and nothing else at or after it is kept (no leakage). Users are split
+70/15/15 (train/val/test) by --seed, all of a user's examples together; each target
+gets its own query naming a coarse facet of it (a genre or keyword) and a use case,
+never its title.
 
 \b
 Writes examples.jsonl, history/ (importable with `mrrec import movielens-100k`),
@@ -191,10 +196,17 @@ def _scenario_sources(
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Dataset folder (default: <home>/datasets/ml100k-scenarios-v1).",
+    help="Dataset folder (default: <home>/datasets/ml100k-scenarios-v2).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Splits and queries.")
 @click.option("--min-history", default=10, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--targets-per-user",
+    default=DEFAULT_TARGETS_PER_USER,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Held-out targets (queries) per user, at most.",
+)
 @click.option(
     "--users-limit", type=click.IntRange(1), help="Only the first N users by id (trials)."
 )
@@ -222,6 +234,7 @@ def build_command(
     out: Path | None,
     seed: int,
     min_history: int,
+    targets_per_user: int,
     users_limit: int | None,
     prepare_home: Path | None,
     catalog: str,
@@ -240,6 +253,7 @@ def build_command(
             seed=seed,
             min_history=min_history,
             users_limit=users_limit,
+            targets_per_user=targets_per_user,
         )
     result: dict[str, object] = {"out": str(out), "counts": manifest["counts"]}
     if prepare_home is not None:
@@ -248,11 +262,15 @@ def build_command(
         emit_json(result)
         return
     counts = manifest["counts"]
-    splits = ", ".join(f"{s} {v['users']}" for s, v in counts["splits"].items())
-    out_console.print(f"built {counts['examples']} examples ({splits}) in {out}")
+    splits = "; ".join(
+        f"{s}: {v['examples']} queries, {v['users']} users" for s, v in counts["splits"].items()
+    )
+    out_console.print(
+        f"built {counts['examples']} examples for {counts['users']} users ({splits}) in {out}"
+    )
     out_console.print(
         f"histories: {counts['interactions']['history']} interactions; "
-        f"{counts['interactions']['dropped_at_or_after_target']} at or after a target dropped"
+        f"{counts['interactions']['dropped_at_or_after_cutoff']} at or after a cutoff dropped"
     )
     if prepare_home is not None:
         out_console.print(f"workspace ready: {prepare_home}")

@@ -2,7 +2,8 @@
 
 Each training example is a choice: a query, the item the user chose (the held-out target), and
 similar items not chosen (the top catalog items by dense similarity to the query, other than the
-target and what the user had already seen). Per category (the genre the query asks for, or the
+user's held-out targets and what the user had already seen). A user may have several examples,
+one per target; each is a choice of its own. Per category (the genre the query asks for, or the
 chosen item's genres when it asks for a keyword) the summarizer compares the chosen items with the
 alternatives and writes short entries about the aspects that set them apart: era, genre mix and
 themes over- or under-represented among the chosen. Entries name no user and no item, cite no
@@ -120,15 +121,19 @@ def collect_choices(
             f"the catalog lacks a target item ({exc}); import the dataset's catalog first "
             "(`mrrec import movielens-100k DATASET/history --keywords ...`)"
         ) from None
+    # A user's other targets were chosen too (at another time): never "not chosen".
+    chosen_by_user: dict[str, set[int]] = defaultdict(set)
+    for e, target in zip(chosen_split, targets, strict=True):
+        chosen_by_user[e["user"]].add(target.item_id)
     vectors = ws.embedder.embed([e["query"] for e in chosen_split])
     alt_ids: list[list[int]] = []
-    for e, target, vector in zip(chosen_split, targets, vectors, strict=True):
+    for e, vector in zip(chosen_split, vectors, strict=True):
         # The user's own history is excluded, as the assistant excludes it when it recommends.
         hits = store.ground(
             vector,
             k=alternatives,
             user=e["user"] if e["user"] in known else None,
-            exclude=[target.item_id],
+            exclude=sorted(chosen_by_user[e["user"]]),  # the target among them
         )
         alt_ids.append([h.item_id for h in hits])
         if progress:

@@ -4,6 +4,7 @@ leakage. See docs/DATASHEET.md for what a built dataset contains."""
 
 from mrrec_edge.scenarios.build import (
     DATASET_VERSION,
+    DEFAULT_TARGETS_PER_USER,
     SPLITS,
     build_scenarios,
     history_dir,
@@ -16,6 +17,7 @@ from mrrec_edge.scenarios.queries import CatalogItem, Facet, FacetCatalog, conte
 
 __all__ = [
     "DATASET_VERSION",
+    "DEFAULT_TARGETS_PER_USER",
     "SPLITS",
     "CatalogItem",
     "Facet",

@@ -1,8 +1,9 @@
 """Building the scenario dataset: targets, disjoint user splits, queries and history-only files.
 
-The leakage rule: for each user the target is one held-out interaction, and everything the
-dataset keeps of that user (the history file, hence the user's memory) lies strictly before the
-target's timestamp. Interactions at or after it are dropped everywhere.
+The leakage rule: each user has one cutoff and up to K held-out targets at or after it, and
+everything the dataset keeps of that user (the history file, hence the user's memory) lies
+strictly before the cutoff. Interactions at or after it that are not targets are dropped
+everywhere.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from mrrec_edge.scenarios.queries import (
     make_query,
 )
 
-DATASET_VERSION = "ml100k-scenarios-v1"
+DATASET_VERSION = "ml100k-scenarios-v2"
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 EXAMPLES = "examples.jsonl"
@@ -214,6 +215,9 @@ def find_target(
     The target is the last interaction rated ``liked`` or more with at least ``min_history``
     interactions strictly earlier (by timestamp) and whose item is not among them (a re-watch is
     no new recommendation). The history is exactly those strictly earlier interactions.
+
+    This is the single-target rule of ``ml100k-scenarios-v1``; :func:`find_targets` with ``k=1``
+    gives the same target and history.
     """
     stamps = [r.timestamp for r in ordered]
     for i in range(len(ordered) - 1, -1, -1):
@@ -226,13 +230,54 @@ def find_target(
     return None
 
 
+def find_targets(
+    ordered: Sequence[Interaction], *, k: int, min_history: int, liked: float
+) -> tuple[list[int], int] | None:
+    """(indices of up to ``k`` targets in chronological order, history size) for one user's
+    chronologically ordered interactions; ``None`` when there is no target.
+
+    The walk goes back from the last interaction, as :func:`find_target` does, and collects each
+    interaction rated ``liked`` or more whose item is neither an already collected target's nor
+    among the interactions strictly earlier (by timestamp) than it. It stops at ``k`` targets, or
+    at the first candidate with fewer than ``min_history`` strictly earlier interactions (earlier
+    ones have no more). The cutoff is the earliest target's timestamp and the history is exactly
+    the interactions strictly before it, so every target's item is outside the history: moving
+    the cutoff earlier only shrinks the history. With ``k=1`` this is :func:`find_target`.
+    """
+    if k < 1:
+        raise InputError(f"targets per user must be at least 1, not {k}")
+    stamps = [r.timestamp for r in ordered]
+    found: list[int] = []
+    items: set[str] = set()
+    for i in range(len(ordered) - 1, -1, -1):
+        r = ordered[i]
+        before = bisect.bisect_left(stamps, r.timestamp)
+        if before < min_history:
+            break  # earlier candidates have no more history than this one
+        if (
+            r.rating >= liked
+            and r.item not in items
+            and all(h.item != r.item for h in ordered[:before])
+        ):
+            found.append(i)
+            items.add(r.item)
+            if len(found) == k:
+                break
+    if not found:
+        return None
+    found.reverse()
+    return found, bisect.bisect_left(stamps, ordered[found[0]].timestamp)
+
+
 def user_key(user: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order, any others after them."""
     return (0, int(user), "") if user.isdigit() else (1, 0, user)
 
 
-#: Train / val / test shares of the users: val and test each hold ~141 held-out queries.
+#: Train / val / test shares of the users: val and test each hold ~141 users.
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+#: Held-out targets per user (at most): val and test each hold ~680 queries.
+DEFAULT_TARGETS_PER_USER = 5
 
 
 def assign_splits(users: Sequence[str], *, seed: int, fractions: Sequence[float]) -> dict[str, str]:
@@ -269,11 +314,14 @@ def build_scenarios(
     min_facet_items: int = 20,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     users_limit: int | None = None,
+    targets_per_user: int = DEFAULT_TARGETS_PER_USER,
 ) -> dict[str, Any]:
     """Builds the scenario dataset in ``out_dir`` (atomically) and returns its manifest.
 
-    ``users_limit`` keeps only the first N users by id (for fast tests); the splits are then drawn
-    among those. The same inputs and parameters always give byte-identical files.
+    Each user gets up to ``targets_per_user`` held-out targets after one cutoff
+    (:func:`find_targets`), each with its own query. ``users_limit`` keeps only the first N users
+    by id (for fast tests); the splits are then drawn among those. The same inputs and parameters
+    always give byte-identical files.
     """
     source = find_source(Path(ml100k_dir))
     keywords = Path(keywords_csv) if keywords_csv is not None else None
@@ -281,6 +329,8 @@ def build_scenarios(
         raise InputError(f"{keywords}: missing (the MovieLens 25M keyword CSV)", path=str(keywords))
     if min_history < 1:
         raise InputError(f"min_history must be at least 1, not {min_history}")
+    if targets_per_user < 1:
+        raise InputError(f"targets per user must be at least 1, not {targets_per_user}")
     catalog = load_catalog(source, keywords)
     facets = FacetCatalog(catalog.values(), min_items=min_facet_items)
     interactions = read_interactions(source)
@@ -295,40 +345,57 @@ def build_scenarios(
     considered = users[:users_limit] if users_limit is not None else users
 
     skipped: Counter[str] = Counter()
-    records: dict[str, dict[str, Any]] = {}
+    dropped_targets = 0  # targets of kept or skipped users whose query could not be made
+    records: dict[str, list[dict[str, Any]]] = {}  # per user, in chronological order
+    history_sizes: dict[str, int] = {}
     history: list[Interaction] = []
     for user in considered:
         # Stable sort: rows with the same timestamp keep their file order.
         ordered = sorted(by_user[user], key=lambda r: r.timestamp)
-        found = find_target(ordered, min_history=min_history, liked=liked)
+        found = find_targets(ordered, k=targets_per_user, min_history=min_history, liked=liked)
         if found is None:
             skipped["no_target"] += 1
             continue
-        index, size = found
-        target = ordered[index]
-        item = catalog[target.item]
-        query = make_query(random.Random(f"{seed}:query:{user}"), item, facets)
-        if query is None:
+        indices, size = found
+        cutoff = ordered[indices[0]].timestamp  # the earliest target's, kept if it is dropped
+        mine: list[dict[str, Any]] = []
+        for index in indices:
+            target = ordered[index]
+            item = catalog[target.item]
+            # Whether a query exists does not depend on the draw, so the index it is seeded
+            # with is the one its example gets.
+            n = len(mine)
+            query = make_query(random.Random(f"{seed}:query:{user}:{n}"), item, facets)
+            if query is None:
+                dropped_targets += 1
+                continue
+            mine.append(
+                {
+                    "id": f"{DATASET_VERSION}:{user}:{n}",
+                    "split": "",
+                    "user": user,
+                    "target_index": n,
+                    "target_item": item.alias,
+                    "target_title": item.title,
+                    "query": query.text,
+                    "facet": query.facet.to_dict(),
+                    "use_case": query.use_case,
+                    "cutoff_timestamp": cutoff,
+                    "history_size": size,
+                    "fitting_items": facets.fitting[query.facet],
+                }
+            )
+        if not mine:
             skipped["no_facet"] += 1
             continue
         history.extend(ordered[:size])
-        records[user] = {
-            "id": f"{DATASET_VERSION}:{user}",
-            "split": "",
-            "user": user,
-            "target_item": item.alias,
-            "target_title": item.title,
-            "query": query.text,
-            "facet": query.facet.to_dict(),
-            "use_case": query.use_case,
-            "cutoff_timestamp": target.timestamp,
-            "history_size": size,
-            "fitting_items": facets.fitting[query.facet],
-        }
+        records[user] = mine
+        history_sizes[user] = size
     splits = assign_splits(list(records), seed=seed, fractions=fractions)
     for user, split in splits.items():
-        records[user]["split"] = split
-    examples = [records[u] for u in sorted(records, key=user_key)]
+        for e in records[user]:
+            e["split"] = split
+    examples = [e for u in sorted(records, key=user_key) for e in records[u]]
     history.sort(key=lambda r: r.line)  # the source's own order
 
     parameters = {
@@ -337,6 +404,7 @@ def build_scenarios(
         "min_facet_items": min_facet_items,
         "fractions": list(fractions),
         "users_limit": users_limit,
+        "targets_per_user": targets_per_user,
         "use_cases": list(USE_CASES),
         "templates": list(TEMPLATES),
         "keywords": keywords is not None,
@@ -347,11 +415,20 @@ def build_scenarios(
         "users_in_source": len(users),
         "users_considered": len(considered),
         "users_skipped": {"no_target": skipped["no_target"], "no_facet": skipped["no_facet"]},
+        "users": len(records),
         "examples": len(examples),
+        "targets_dropped_no_facet": dropped_targets,
+        # How many users have 1, 2, ... examples (string keys: as the JSON file has them).
+        "users_by_examples": {
+            str(n): c for n, c in sorted(Counter(len(v) for v in records.values()).items())
+        },
         "splits": {
             s: {
-                "users": sum(e["split"] == s for e in examples),
-                "history_interactions": sum(e["history_size"] for e in examples if e["split"] == s),
+                "users": sum(split == s for split in splits.values()),
+                "examples": sum(e["split"] == s for e in examples),
+                "history_interactions": sum(
+                    history_sizes[u] for u, split in splits.items() if split == s
+                ),
             }
             for s in SPLITS
         },
@@ -360,7 +437,7 @@ def build_scenarios(
             "considered_users": considered_rows,
             "history": len(history),
             "targets": len(examples),
-            "dropped_at_or_after_target": kept_rows - len(history) - len(examples),
+            "dropped_at_or_after_cutoff": kept_rows - len(history) - len(examples),
         },
         "facets": dict(sorted(Counter(e["facet"]["kind"] for e in examples).items())),
         "catalog": {
@@ -445,7 +522,7 @@ def load_manifest(dataset_dir: str | Path, *, verify: bool = False) -> dict[str,
 
 
 def load_examples(dataset_dir: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """The examples of a built dataset (one split, or all), in user order."""
+    """The examples of a built dataset (one split, or all), in user order, then target order."""
     path = Path(dataset_dir) / EXAMPLES
     if split is not None and split not in SPLITS:
         raise InputError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")

@@ -52,17 +52,26 @@ def render_datasheet(manifest: dict[str, Any], examples: Sequence[dict[str, Any]
     if not manifest["sources"]["keywords"]:
         lines += ["", "Built without the keyword file: every facet is a genre."]
     skipped = c["users_skipped"]
+    k = p["targets_per_user"]
+    per_user = ", ".join(
+        f"{n} with {t} target{'s' if t != '1' else ''}" for t, n in c["users_by_examples"].items()
+    )
+    # One history per user: the examples of a user share it.
+    sizes = list({e["user"]: e["history_size"] for e in examples}.values())
     lines += [
         "",
         "## Counts",
         "",
         f"- Users: {c['users_in_source']} in the source, {c['users_considered']} considered"
         + (f" (the first {p['users_limit']} by id)" if p["users_limit"] is not None else "")
-        + f", {c['examples']} with an example; skipped: {skipped['no_target']} without a "
-        f"valid target, {skipped['no_facet']} without a usable facet.",
+        + f", {c['users']} with examples; skipped: {skipped['no_target']} without a "
+        f"valid target, {skipped['no_facet']} without a usable facet for any target.",
+        f"- Examples (queries): {c['examples']}, up to {k} per user ({per_user or 'none'}); "
+        f"{c['targets_dropped_no_facet']} target(s) dropped for want of a usable facet.",
         f"- Interactions: {inter['source']} in the source; of the kept users, {inter['history']} "
         f"form the histories, {inter['targets']} are held out as targets, and "
-        f"{inter['dropped_at_or_after_target']} (at or after a target's timestamp) are dropped.",
+        f"{inter['dropped_at_or_after_cutoff']} (at or after a user's cutoff, not a target) are "
+        "dropped.",
         f"- Catalog: {c['catalog']['items']} items, {c['catalog']['with_keywords']} with "
         f"keywords; {c['catalog']['coarse_keywords']} coarse keywords usable as facets.",
         "- Facets: "
@@ -70,42 +79,58 @@ def render_datasheet(manifest: dict[str, Any], examples: Sequence[dict[str, Any]
         + ". Catalog items that fit the query's facet: "
         + _range([e["fitting_items"] for e in examples])
         + ".",
-        "- History size per user: " + _range([e["history_size"] for e in examples]) + ".",
+        "- History size per user: " + _range(sizes) + ".",
         "",
-        "| split | users | history interactions |",
-        "|---|---|---|",
+        "| split | users | queries | history interactions |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {s} | {v['users']} | {v['history_interactions']} |" for s, v in splits.items()]
+    lines += [
+        f"| {s} | {v['users']} | {v['examples']} | {v['history_interactions']} |"
+        for s, v in splits.items()
+    ]
     fractions = "/".join(f"{f * 100:g}" for f in p["fractions"])
     lines += [
         "",
         "## How targets and splits were made",
         "",
-        "Each user's ratings are ordered by timestamp (ties keep the file order). The target is "
-        f"the user's last interaction rated {p['liked_rating']:g} or more that has at least "
-        f"{p['min_history']} interactions with a strictly earlier timestamp, and whose item is "
-        "not among them. The history is exactly those earlier interactions. Users are split "
+        "Each user's ratings are ordered by timestamp (ties keep the file order). Each user has "
+        f"one cutoff and up to {k} held-out targets at or after it. Walking back from the "
+        "user's last interaction, a target is collected when it is rated "
+        f"{p['liked_rating']:g} or more, its item is not an already collected target's, and "
+        "its item is not among the interactions with a strictly earlier timestamp (a re-watch "
+        f"is no new recommendation). The walk stops at {k} targets, or at the first "
+        f"interaction with fewer than {p['min_history']} strictly earlier interactions. The "
+        "cutoff is the earliest target's timestamp, and the history is exactly the "
+        f"interactions strictly before it (at least {p['min_history']}); moving the cutoff "
+        "earlier only shrinks the history, so no target's item is in it. Each target gets its "
+        "own query; a target whose query cannot be made is dropped (the cutoff stays), and a "
+        "user with no target left is skipped. With one target per user this is the rule of "
+        "`ml100k-scenarios-v1`. Users (all of a user's examples together) are split "
         f"{fractions} into train / val / test by a seeded shuffle, so no user is in two splits; "
         "the evaluation harness and training read the same `examples.jsonl`.",
         "",
         "## The leakage rule",
         "",
-        "Nothing at or after a user's target timestamp exists anywhere in the dataset: "
-        "`history/` holds only the interactions strictly before each cutoff "
-        "(`cutoff_timestamp` in each example), so a workspace imported from it builds the "
-        "user's memory (behavior records, patterns, profile) from the history only. Global "
+        "Nothing at or after a user's cutoff exists anywhere in the dataset except that user's "
+        "held-out targets, which appear only as the answers of their examples: `history/` holds "
+        "only the interactions strictly before each user's cutoff (`cutoff_timestamp`, the same "
+        "in all of a user's examples), and the interactions at or after it that are not targets "
+        "are dropped. A workspace imported from it builds the user's memory (behavior records, "
+        "patterns, profile) from the history only, so every example of a user, whichever of "
+        "the targets it asks about, sees the same memory and none of the targets. Global "
         "(cross-user) memory is built from train users' examples only; val and test targets "
         "never reach it.",
         "",
         "## How queries were made",
         "",
         "A query names one coarse facet of the target and a use case, never the title. The "
-        "facet is drawn (seeded per user) among the target's genres and its keywords that tag "
-        f"at least {p['min_facet_items']} of the catalog's items (reception tags such as "
-        "`imdb top 250`, noisy tags, and keywords that merely repeat a genre are left out). A "
-        "facet whose words occur in the title is rejected, and so is any template and use case "
-        "that shares a content word with the title (stopwords aside). `fitting_items` counts the "
-        "catalog items that have the facet: the query alone cannot single out the target.",
+        "facet is drawn (seeded per user and target) among the target's genres and its "
+        f"keywords that tag at least {p['min_facet_items']} of the catalog's items (reception "
+        "tags such as `imdb top 250`, noisy tags, and keywords that merely repeat a genre are "
+        "left out). A facet whose words occur in the title is rejected, and so is any template "
+        "and use case that shares a content word with the title (stopwords aside). "
+        "`fitting_items` counts the catalog items that have the facet: the query alone cannot "
+        "single out the target.",
         "",
         'Templates (`{facet}` is a phrase such as "a comedy" or "something tense"):',
         "",
@@ -115,10 +140,12 @@ def render_datasheet(manifest: dict[str, Any], examples: Sequence[dict[str, Any]
     lines += [
         "## Files",
         "",
-        "- `examples.jsonl`: one example per user: `id`, `split`, `user`, `target_item` "
-        "(store alias `ml100k:<id>`), `target_title` (reports only), `query`, "
+        "- `examples.jsonl`: one example per target, in user order and then chronological "
+        "order: `id` (`<version>:<user>:<n>`), `split`, `user`, `target_index` (`n`: 0, 1, "
+        "... in the order of the targets' timestamps), `target_item` (store alias "
+        "`ml100k:<id>`), `target_title` (reports only), `query`, "
         "`facet` {`kind`: genre|keyword, `value`}, `use_case`, `cutoff_timestamp`, "
-        "`history_size`, `fitting_items`.",
+        "`history_size` (the user's, shared by their examples), `fitting_items`.",
         "- `history/`: the history-only interactions with the catalog and user files, "
         "importable with `mrrec import movielens-100k history/ --keywords "
         "catalog/movies_w_keywords.csv`.",
@@ -133,11 +160,11 @@ def render_datasheet(manifest: dict[str, Any], examples: Sequence[dict[str, Any]
         lines += [
             f"### {split}",
             "",
-            "| user | query | facet | fitting items | target (not in the query) |",
-            "|---|---|---|---|---|",
+            "| user | target # | query | facet | fitting items | target (not in the query) |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {_cell(e['user'])} | {_cell(e['query'])} | "
+            f"| {_cell(e['user'])} | {e['target_index']} | {_cell(e['query'])} | "
             f"{e['facet']['kind']}: {_cell(e['facet']['value'])} | {e['fitting_items']} | "
             f"{_cell(e['target_title'])} |"
             for e in rows
