@@ -1,13 +1,14 @@
 """The assistant over held-out scenario queries: robustness (crashes, format failures, memory-call
 rate, turns) and latency of query -> first recommendation, split into retrieval / prefill /
 decode / grounding, next to the dense baseline (query embedded and grounded directly) in the
-same run. With ``--compare FEATURE`` every query is also answered with that runtime feature off
-(``prefix_cache``, or ``fast_forward`` of grammar-forced tokens; the same model, in alternating
-order), giving the feature's speed-up as a ratio, the share of answers that came out identical
-and hit@10 without it. ``--compare-bundle DIR`` does the same with another bundle's model in
-place of the feature (say, the previous adapter against the new one), ``--compare-set KEY=VALUE``
-with other assistant settings (say, ``global_k=1``: less memory in the prompt). ``--set
-KEY=VALUE`` changes the assistant's settings for the whole run.
+same run, and what collaborative grounding adds to an answer against grounding its profile
+alone (``grounding_added_ms``). With ``--compare FEATURE`` every query is also answered with that
+runtime feature off (``prefix_cache``, or ``fast_forward`` of grammar-forced tokens; the same
+model, in alternating order), giving the feature's speed-up as a ratio, the share of answers that
+came out identical and hit@10 without it. ``--compare-bundle DIR`` does the same with another
+bundle's model in place of the feature (say, the previous adapter against the new one),
+``--compare-set KEY=VALUE`` with other assistant settings (say, ``global_k=1``: less memory in the
+prompt). ``--set KEY=VALUE`` changes the assistant's settings for the whole run.
 
 Needs a prepared workspace (``mrrec data build --prepare HOME``, or
 ``mrrec_edge.scenarios.prepare_workspace``) and a bundle with the LLM (``--bundle``, else the
@@ -42,6 +43,7 @@ from mrrec_edge.assistant import (
 )
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
+from mrrec_edge.grounding import PROFILE_ONLY, REQUEST_ONLY
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
 from process_memory import rss_kib
@@ -143,7 +145,7 @@ def main() -> int:
     for n, ex in enumerate(examples, 1):
         # The baseline first: the query alone, embedded and grounded (BLaIR-style dense retrieval).
         t = time.perf_counter()
-        dense = ws.ground(ex["query"], user=ex["user"], k=10)
+        dense = ws.ground(request=ex["query"], user=ex["user"], k=10, weights=REQUEST_ONLY)
         dense_s = time.perf_counter() - t
         other = None
         try:  # the two arms in alternating order, so that neither always runs on a warm cache
@@ -157,6 +159,10 @@ def main() -> int:
             continue
         done, answer, ids = outcome(events)
         profile = next(e for e in events if isinstance(e, Profile))
+        # Grounding before collaborative grounding: the profile alone, on the same answer.
+        t = time.perf_counter()
+        ws.ground(profile=profile.profile, user=ex["user"], k=10, weights=PROFILE_ONLY)
+        profile_only_s = time.perf_counter() - t
         rows.append(
             {
                 "id": ex["id"],
@@ -167,8 +173,9 @@ def main() -> int:
                 "fallback": profile.reason if profile.fallback else None,
                 "recommendations": len(ids),
                 "hit@10": ex["target_item"] in ids,
-                "dense_hit@10": ex["target_item"] in [h.ext_id for h in dense],
+                "dense_hit@10": ex["target_item"] in [g.item.ext_id for g in dense],
                 "dense_s": dense_s,
+                "profile_only_grounding_s": profile_only_s,
                 **{f"{k}_s": v for k, v in done.timings.items()},
             }
         )
@@ -203,6 +210,7 @@ def main() -> int:
         "p90_total_s": percentile(total, 90),
         **{f"p50_{k}_s": percentile(col(f"{k}_s"), 50) for k in ("retrieval", "prefill", "decode")},
         "p50_grounding_s": percentile(col("grounding_s"), 50),
+        "p50_profile_only_grounding_s": percentile(col("profile_only_grounding_s"), 50),
         "p50_dense_baseline_s": percentile(col("dense_s"), 50),
         "threads": args.threads,
         # The whole process: workspace, embedder, LLM and this benchmark's bookkeeping.
@@ -220,6 +228,10 @@ def main() -> int:
         summary["same_answer_rate"] = statistics.mean(col("same_answer"))
         summary["compared_hit@10"] = statistics.mean(col("compared_hit@10"))
     summary["ratio_to_target"] = summary["p50_total_s"] / TARGET_S
+    # What collaborative grounding adds to an answer (DESIGN.md: at most 20 ms).
+    summary["grounding_added_ms"] = 1000 * (
+        summary["p50_grounding_s"] - summary["p50_profile_only_grounding_s"]
+    )
     summary["ratio_to_dense"] = summary["p50_total_s"] / summary["p50_dense_baseline_s"]
     for key, value in summary.items():
         print(f"{key:<22} {value:.4g}" if isinstance(value, float) else f"{key:<22} {value}")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from mrrec_edge.evaluation import DEPTH
 from mrrec_edge.evaluation.metrics import bootstrap_ci, bootstrap_indices, per_query_metrics
+from mrrec_edge.grounding import PROFILE_ONLY
 from mrrec_edge.scenarios import SPLITS, load_examples
 from mrrec_edge.workspace import Workspace
 
@@ -70,8 +71,10 @@ def main() -> int:
         for r in rows:
             user = examples[r["id"]]["user"]
             for name, text in variants(r["profile"]).items():
-                hits = ws.ground(text, user=user, k=DEPTH)
-                rankings.setdefault(name, []).append([h.item_id for h in hits])
+                hits = ws.ground(
+                    profile=text, user=user, k=DEPTH, weights=PROFILE_ONLY, distinct_titles=False
+                )
+                rankings.setdefault(name, []).append([g.item.item_id for g in hits])
     values = {name: per_query_metrics(ranked, targets) for name, ranked in rankings.items()}
     indices = bootstrap_indices(len(rows), 1000, args.seed)
     written = values["as written"]

@@ -25,6 +25,7 @@ from training.sft import Teacher  # noqa: E402
 
 from mrrec_edge.assistant import Assistant  # noqa: E402
 from mrrec_edge.evaluation import DEPTH, metric_names, per_query_metrics  # noqa: E402
+from mrrec_edge.grounding import REQUEST_ONLY  # noqa: E402
 from mrrec_edge.scenarios import load_examples  # noqa: E402
 from mrrec_edge.workspace import Workspace  # noqa: E402
 
@@ -50,8 +51,14 @@ def main() -> int:
             teacher = Teacher(tokenizer, ws, e, calls=args.calls, config=config)
             rollout = ask(Assistant(ws, teacher, config), e, cuts=(DEPTH, 10))
             rankings["teacher"].append(rollout.ranking)
-            hits = ws.ground(e["query"], k=DEPTH, user=e["user"])
-            rankings["dense (query alone)"].append([h.item_id for h in hits])
+            hits = ws.ground(
+                request=e["query"],
+                k=DEPTH,
+                user=e["user"],
+                weights=REQUEST_ONLY,
+                distinct_titles=False,
+            )
+            rankings["dense (query alone)"].append([g.item.item_id for g in hits])
             targets.append(rollout.target)
     print(f"{len(targets)} {args.split} queries, top {DEPTH} of the catalog")
     names = metric_names()

@@ -125,6 +125,19 @@ class MemoryStore:
         categories: Sequence[str] | None = None,
         exclude: Sequence[int] | None = None,
     ) -> list[ItemHit]: ...
+    def ground_fused(
+        self, request: GroundRequest, *, weights: dict[str, float], k: int = 10
+    ) -> list[GroundedItem]:
+        """The ``k`` best catalog items for ``request`` by the fused grounding signals
+        (GROUNDING_SIGNALS), each z-scored over the candidates and weighted by ``weights``."""
+    def grounding_signals(
+        self, request: GroundRequest
+    ) -> tuple[
+        np.ndarray[Any, np.dtype[np.int64]], list[np.ndarray[Any, np.dtype[np.float32]]], list[int]
+    ]:
+        """(candidate item ids, each signal's z-scores over them, the seeds of seed_cf)."""
+    def rebuild_collab(self) -> CollabReport:
+        """Rebuilds the collaborative index (item-kNN, EASE) from the interactions now."""
     def search_items(
         self, text: str, *, k: int = 10, categories: Sequence[str] | None = None
     ) -> list[ItemHit]: ...
@@ -183,6 +196,43 @@ class MemoryStore:
     def check_integrity(self) -> list[str]: ...
     def __enter__(self) -> MemoryStore: ...
     def __exit__(self, *exc: object) -> bool: ...
+
+class CollabReport(TypedDict):
+    items: int
+    interactions: int
+    ease: bool
+    seconds: float
+
+class GroundRequest:
+    """What a grounding request knows; every part is optional."""
+
+    def __init__(
+        self,
+        *,
+        profile: npt.ArrayLike | None = None,
+        request: npt.ArrayLike | None = None,
+        profile_text: str | None = None,
+        user: str | None = None,
+        cited_memory: list[int] | None = None,
+        include_seen: bool = False,
+        exclude: list[int] | None = None,
+        categories: list[str] | None = None,
+        similarity: Literal["knn", "ease"] | None = None,
+    ) -> None: ...
+
+class GroundedItem:
+    """A fused-grounding item: the hit, each signal's weighted contribution (they sum to the
+    hit's score), and the liked items or seeds that most support it."""
+
+    @property
+    def item(self) -> ItemHit: ...
+    @property
+    def contributions(self) -> list[tuple[str, float]]: ...
+    @property
+    def because(self) -> list[int]: ...
+
+#: The signals fused grounding weighs, in order.
+GROUNDING_SIGNALS: list[str]
 
 class Action(TypedDict, total=False):
     kind: Literal["retrieve", "answer"]

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from time import perf_counter
 from typing import Any, Protocol
 
-from mrrec_edge._core import ItemHit, MemoryEntry, MemoryHit, Orchestrator
+from mrrec_edge._core import GroundedItem, ItemHit, MemoryEntry, MemoryHit, Orchestrator
 from mrrec_edge.config import Settings
 from mrrec_edge.workspace import Workspace
 
@@ -166,51 +166,40 @@ class Done:
 Event = Token | ToolCall | Memories | Profile | Recommendations | Done
 
 
-#: Extra candidates grounded so that the twins :func:`ground_profile` drops leave ``k`` items.
-TWIN_MARGIN = 20
-
-
-def ground_profile(
-    ws: Workspace,
-    profile: str,
-    *,
-    user: str | None,
-    k: int,
-    include_seen: bool = False,
-    distinct_titles: bool = True,
-) -> list[ItemHit]:
-    """The top ``k`` catalog items for an ideal item profile, leaving out what ``user`` consumed.
-
-    With ``distinct_titles``, one item per title and year: MovieLens lists some films twice under
-    two ids (18 in the 100K catalog), which would show the same film twice, or a film the user
-    has seen under its other id.
-    """
-    vector = ws.embed_query(profile)
-    if not distinct_titles:
-        return ws.store.ground(vector, k=k, user=user, include_seen=include_seen)
-    taken: set[tuple[str, int | None]] = set()
-    if user is not None and not include_seen:
-        taken = {(r["title"].casefold(), r["year"]) for r in ws.store.user_history(user)}
-    hits = ws.store.ground(vector, k=k + TWIN_MARGIN, user=user, include_seen=include_seen)
-    items = []
-    for hit in hits:
-        key = (hit.title.casefold(), hit.year)
-        if key not in taken:
-            taken.add(key)
-            items.append(hit)
-    return items[:k]
-
-
 def _why(
-    item: ItemHit, cited: Sequence[MemoryEntry], profile: str
+    grounded: GroundedItem,
+    cited: Sequence[MemoryEntry],
+    query: str,
+    titles: Mapping[int, str],
 ) -> tuple[str, list[MemoryEntry]]:
-    """A one-line reason: the cited memories that share the item's categories, else the profile."""
+    """A one-line reason that says what drove this item: the liked items that support it
+    ("because you liked X and Y"), the cited memory that shares its categories, and the part of
+    the request it fits (its categories named in the request), strongest signal first."""
+    item = grounded.item
+    parts: list[str] = []
+    liked = [titles[i] for i in grounded.because if i in titles]
+    if liked:
+        parts.append("because you liked " + " and ".join(liked))
+    wanted = [c for c in item.categories if c.casefold() in query.casefold()]
+    if wanted:
+        parts.append(f"{', '.join(wanted)} as you asked")
     shared = [m for m in cited if set(m.categories) & set(item.categories)]
     if shared:
-        best = shared[0]
-        common = ", ".join(sorted(set(best.categories) & set(item.categories)))
-        return f"{common}, like what your memory says: {_clip(best.text, 90)}", shared[:2]
-    return f"Matches: {_clip(profile, 110)}", list(cited[:1])
+        parts.append(f"your memory: {_clip(shared[0].text, 70)}")
+    if not parts:
+        strongest = max(grounded.contributions, key=lambda kv: kv[1])[0]
+        parts.append(WHY_SIGNAL.get(strongest, "fits your request"))
+    return _clip("; ".join(parts), 150), shared[:2]
+
+
+#: What a signal says when it is the strongest reason for an item and nothing more specific is.
+WHY_SIGNAL = {
+    "profile": "close to the profile the assistant wrote",
+    "request": "close to what you asked for",
+    "user_cf": "liked by people with tastes like yours",
+    "seed_cf": "liked by people who liked the films it named",
+    "popularity": "widely watched",
+}
 
 
 def _clip(text: str, width: int) -> str:
@@ -221,10 +210,17 @@ def _clip(text: str, width: int) -> str:
 
 class Assistant:
     def __init__(
-        self, workspace: Workspace, model: TurnModel, config: AssistantConfig | None = None
+        self,
+        workspace: Workspace,
+        model: TurnModel,
+        config: AssistantConfig | None = None,
+        *,
+        grounding: Mapping[str, float] | None = None,
     ) -> None:
         self.ws = workspace
         self.model = model
+        #: Grounding signal weights; None: the workspace's (config, else the bundle's fit).
+        self.grounding = dict(grounding) if grounding is not None else None
         # Without an explicit config, the home's [assistant] settings (what a user chose).
         self.config = config or AssistantConfig.from_settings(workspace.settings)
         pin_prefix = getattr(model, "pin_prefix", None)
@@ -248,7 +244,7 @@ class Assistant:
 
         ``static_memory`` is shown to the model before its first turn, as if retrieved (the
         evaluation's naive and static memory baselines); it counts in ``memory_tokens``.
-        ``distinct_titles``: see :func:`ground_profile` (the evaluation and training rank item
+        ``distinct_titles``: see :meth:`Workspace.ground` (the evaluation and training rank item
         ids as the store does, like every baseline, and turn it off).
         """
         c = self.config
@@ -324,20 +320,24 @@ class Assistant:
 
         yield Profile(action["profile"], action["memory_ids"], action["fallback"], action["reason"])
         t = perf_counter()
-        items = ground_profile(
-            self.ws,
-            action["profile"],
-            user=user,
+        cited = [retrieved[i] for i in action["memory_ids"] if i in retrieved]
+        grounded = self.ws.ground(
             k=k,
+            user=user,
+            profile=action["profile"],
+            request=query,
+            cited_memory=[m.id for m in cited],
+            weights=self.grounding,
             include_seen=include_seen,
             distinct_titles=distinct_titles,
         )
-        cited = [retrieved[i] for i in action["memory_ids"] if i in retrieved]
-        recommendations = []
-        for item in items:
-            why, memories = _why(item, cited, action["profile"])
-            recommendations.append(Recommendation(item, why, memories))
         timings["grounding"] = perf_counter() - t
+        supporters = sorted({i for g in grounded for i in g.because})
+        titles = {it.item_id: it.title for it in store.items_by_id(supporters)}
+        recommendations = []
+        for g in grounded:
+            why, memories = _why(g, cited, query, titles)
+            recommendations.append(Recommendation(g.item, why, memories))
         yield Recommendations(recommendations)
         timings["total"] = perf_counter() - started
         yield Done(timings, orch.stats(), cited, turns, [h.entry for h in global_hits])

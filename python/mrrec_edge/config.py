@@ -21,6 +21,13 @@ dir (platformdirs). Settings come from ``<home>/config.toml``; every key is opti
     memory_k = 2                 # memories a call returns: less is faster, recalls less
     max_memory_calls = 2
     memory_token_budget = 384
+
+    [grounding]                  # omitted: the bundle's fitted weights (mrrec bundle info)
+    profile = 0.5                # each signal's weight; signals not named weigh 0
+    request = 1.0
+    user_cf = 1.0
+    seed_cf = 0.5
+    popularity = 0.2
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ class Settings:
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     assistant: AssistantSettings = field(default_factory=AssistantSettings)
+    #: Grounding signal weights from config.toml; empty: the bundle's (mrrec_edge.grounding).
+    grounding: dict[str, float] = field(default_factory=dict)
 
     @property
     def embedder_path(self) -> Path:
@@ -117,7 +126,7 @@ def load_settings(home: Path | None = None) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    unknown = set(data) - {"bundle", "embedder", "retrieval", "assistant"}
+    unknown = set(data) - {"bundle", "embedder", "retrieval", "assistant", "grounding"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     bundle = data.get("bundle", {})
@@ -130,4 +139,17 @@ def load_settings(home: Path | None = None) -> Settings:
         embedder=_section(data, "embedder", EmbedderSettings, path),
         retrieval=_section(data, "retrieval", RetrievalSettings, path),
         assistant=_section(data, "assistant", AssistantSettings, path),
+        grounding=_grounding(data, path),
     )
+
+
+def _grounding(data: dict[str, Any], path: Path) -> dict[str, float]:
+    from mrrec_edge.errors import InputError
+    from mrrec_edge.grounding import check_weights
+
+    if "grounding" not in data:
+        return {}
+    try:
+        return check_weights(data["grounding"], f"{path}: [grounding]")
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None

@@ -7,17 +7,19 @@ behave the same everywhere.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrrec_edge._core import ItemHit, MemoryHit, MemoryStore
+from mrrec_edge._core import GroundedItem, GroundRequest, MemoryHit, MemoryStore
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.embedder import Embedder
 from mrrec_edge.errors import BundleError, InputError, NotFoundError
+from mrrec_edge.grounding import Weights, resolve_weights
 from mrrec_edge.memory import MemoryBuilder, StatsSummarizer
 from mrrec_edge.model import LanguageModel
 
@@ -29,6 +31,9 @@ EMBED_BATCH = 512
 ProgressFn = Callable[[int], None]
 
 FEEDBACK_KINDS = ("like", "dislike", "seen", "rate=N")
+
+#: Extra candidates grounded so that the twins :meth:`Workspace.ground` drops leave ``k`` items.
+TWIN_MARGIN = 20
 
 
 def parse_feedback(action: str) -> tuple[float | None, str | None, str]:
@@ -293,11 +298,81 @@ class Workspace:
             mode=mode,
         )
 
+    def ground_request(
+        self,
+        *,
+        user: str | None = None,
+        profile: str | None = None,
+        request: str | None = None,
+        cited_memory: Sequence[int] = (),
+        include_seen: bool = False,
+        similarity: str | None = None,
+    ) -> GroundRequest:
+        """A grounding request with the profile and the request embedded."""
+        return GroundRequest(
+            user=user,
+            profile=self.embed_query(profile) if profile is not None else None,
+            profile_text=profile,
+            request=self.embed_query(request) if request is not None else None,
+            cited_memory=list(cited_memory),
+            include_seen=include_seen,
+            similarity=similarity,
+        )
+
+    @cached_property
+    def grounding_weights(self) -> Weights:
+        """The weights grounding uses here: the home's ``[grounding]`` table, else the
+        bundle's fit, else the package default (see :mod:`mrrec_edge.grounding`)."""
+        try:
+            fit = self.bundle().grounding
+        except BundleError:
+            fit = None
+        return resolve_weights(self.settings.grounding, fit)
+
     def ground(
-        self, text: str, *, user: str | None = None, k: int = 10, include_seen: bool = False
-    ) -> list[ItemHit]:
-        """Top-k catalog items for a description, leaving out what ``user`` already consumed."""
-        return self.store.ground(self.embed_query(text), k=k, user=user, include_seen=include_seen)
+        self,
+        *,
+        k: int = 10,
+        user: str | None = None,
+        profile: str | None = None,
+        request: str | None = None,
+        cited_memory: Sequence[int] = (),
+        weights: Mapping[str, float] | None = None,
+        include_seen: bool = False,
+        distinct_titles: bool = True,
+        similarity: str | None = None,
+    ) -> list[GroundedItem]:
+        """The ``k`` best catalog items for a request: the one way into grounding.
+
+        The core fuses the signals of :mod:`mrrec_edge.grounding` with ``weights`` (default:
+        :attr:`grounding_weights`), leaving out what ``user`` consumed unless ``include_seen``.
+        With ``distinct_titles``, one item per title and year: MovieLens lists some films twice
+        under two ids (18 in the 100K catalog), which would show the same film twice, or a film
+        the user has seen under its other id. (The evaluation ranks item ids as the store does,
+        like every baseline, and turns it off.)
+        """
+        weights = dict(weights if weights is not None else self.grounding_weights.weights)
+        query = self.ground_request(
+            user=user,
+            # Only what the weights use is embedded (an embedding costs milliseconds).
+            profile=profile if weights.get("profile") or weights.get("seed_cf") else None,
+            request=request if weights.get("request") else None,
+            cited_memory=cited_memory,
+            include_seen=include_seen,
+            similarity=similarity,
+        )
+        if not distinct_titles:
+            return self.store.ground_fused(query, weights=weights, k=k)
+        taken: set[tuple[str, int | None]] = set()
+        if user is not None and not include_seen:
+            taken = {(r["title"].casefold(), r["year"]) for r in self.store.user_history(user)}
+        items = []
+        for g in self.store.ground_fused(query, weights=weights, k=k + TWIN_MARGIN):
+            key = (g.item.title.casefold(), g.item.year)
+            if key not in taken:
+                taken.add(key)
+                items.append(g)
+        return items[:k]
 
     def close(self) -> None:
         self.store.flush()

@@ -2,8 +2,10 @@
 //! grounding, importers and ranking metrics. Free of Python types so `cargo test` covers it;
 //! the bindings live in `python.rs` behind the `python` feature.
 
+pub mod collab;
 pub mod dense;
 pub mod error;
+pub mod grounding;
 pub mod import;
 pub mod metrics;
 pub mod model;

@@ -9,12 +9,16 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::collab::Similarity;
 use crate::error::Error;
+use crate::grounding::{Weights, SIGNALS};
 use crate::import::{ImportKind, ImportOptions, ImportReport};
 use crate::metrics;
 use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
 use crate::orchestrator::{estimate_tokens, Action, Orchestrator, OrchestratorConfig, ShownMemory};
-use crate::store::{Draft, EmbeddingTarget, IndexReport, MemoryStore, StoreOptions};
+use crate::store::{
+    CollabReport, Draft, EmbeddingTarget, GroundRequest, GroundedItem, IndexReport, MemoryStore, StoreOptions,
+};
 
 /// Raises the `mrrec_edge.errors` class that matches a core error.
 fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
@@ -266,6 +270,82 @@ fn vector_arg(v: Option<PyArrayLike1<'_, f32, AllowTypeChange>>) -> Option<Vec<f
     v.map(|a| a.as_array().iter().copied().collect())
 }
 
+/// A fused-grounding item: the hit, each signal's weighted contribution, and the history items
+/// or seeds that most support it.
+#[pyclass(frozen, get_all, name = "GroundedItem", module = "mrrec_edge._core")]
+pub struct PyGroundedItem {
+    item: Py<PyItemHit>,
+    contributions: Vec<(String, f32)>,
+    because: Vec<i64>,
+}
+
+impl PyGroundedItem {
+    fn new(py: Python<'_>, g: GroundedItem) -> PyResult<Self> {
+        Ok(PyGroundedItem {
+            item: Py::new(py, PyItemHit::from(g.hit))?,
+            contributions: SIGNALS.iter().map(|s| s.to_string()).zip(g.contributions).collect(),
+            because: g.because,
+        })
+    }
+}
+
+fn weights_arg(weights: &std::collections::HashMap<String, f32>) -> crate::error::Result<Weights> {
+    let mut pairs: Vec<(&str, f32)> = weights.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    Weights::from_pairs(pairs)
+}
+
+/// What a grounding request knows (every part optional): built once, then ranked with any
+/// weights (`MemoryStore.ground_fused`) or read as signals (`MemoryStore.grounding_signals`).
+#[pyclass(frozen, name = "GroundRequest", module = "mrrec_edge._core")]
+pub struct PyGroundRequest {
+    inner: GroundRequest,
+}
+
+#[pymethods]
+impl PyGroundRequest {
+    #[new]
+    #[pyo3(signature = (*, profile = None, request = None, profile_text = None, user = None, cited_memory = None,
+                        include_seen = false, exclude = None, categories = None, similarity = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        profile: Option<PyArrayLike1<'_, f32, AllowTypeChange>>,
+        request: Option<PyArrayLike1<'_, f32, AllowTypeChange>>,
+        profile_text: Option<String>,
+        user: Option<String>,
+        cited_memory: Option<Vec<i64>>,
+        include_seen: bool,
+        exclude: Option<Vec<i64>>,
+        categories: Option<Vec<String>>,
+        similarity: Option<&str>,
+    ) -> PyResult<Self> {
+        let similarity = similarity.map(Similarity::parse).transpose().py_err(py)?;
+        Ok(PyGroundRequest {
+            inner: GroundRequest {
+                profile: vector_arg(profile),
+                request: vector_arg(request),
+                profile_text,
+                user,
+                cited_memory: cited_memory.unwrap_or_default(),
+                include_seen,
+                exclude: exclude.unwrap_or_default(),
+                categories: categories.unwrap_or_default(),
+                similarity,
+            },
+        })
+    }
+}
+
+fn collab_dict<'py>(py: Python<'py>, r: &CollabReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("items", r.items)?;
+    d.set_item("interactions", r.interactions)?;
+    d.set_item("ease", r.ease)?;
+    d.set_item("seconds", r.seconds)?;
+    Ok(d)
+}
+
 #[pyclass(frozen, name = "MemoryStore", module = "mrrec_edge._core")]
 pub struct PyMemoryStore {
     inner: MemoryStore,
@@ -417,6 +497,41 @@ impl PyMemoryStore {
             .detach(|| self.inner.ground(&vector, k, user.as_deref(), include_seen, &categories, &exclude))
             .py_err(py)?;
         Ok(hits.into_iter().map(PyItemHit::from).collect())
+    }
+
+    /// The `k` best catalog items for `request` by the fused grounding signals (see
+    /// `GROUNDING_SIGNALS`), each z-scored over the candidates and weighted by `weights`.
+    #[pyo3(signature = (request, *, weights, k = 10))]
+    fn ground_fused(
+        &self,
+        py: Python<'_>,
+        request: &PyGroundRequest,
+        weights: std::collections::HashMap<String, f32>,
+        k: usize,
+    ) -> PyResult<Vec<PyGroundedItem>> {
+        let weights = weights_arg(&weights).py_err(py)?;
+        let items = py.detach(|| self.inner.ground_fused(&request.inner, &weights, k)).py_err(py)?;
+        items.into_iter().map(|g| PyGroundedItem::new(py, g)).collect()
+    }
+
+    /// `request`'s z-scored signals over its candidates, for fitting the weights: `(item_ids,
+    /// signals, seeds)`, `signals[s]` in `GROUNDING_SIGNALS` order, the seeds those the profile
+    /// named or the citations gave.
+    #[allow(clippy::type_complexity)]
+    fn grounding_signals<'py>(
+        &self,
+        py: Python<'py>,
+        request: &PyGroundRequest,
+    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Vec<Bound<'py, PyArray1<f32>>>, Vec<i64>)> {
+        let (signals, _, seeds) = py.detach(|| self.inner.grounding_signals(&request.inner)).py_err(py)?;
+        let values = signals.values.into_iter().map(|v| PyArray1::from_vec(py, v)).collect();
+        Ok((PyArray1::from_vec(py, signals.items), values, seeds))
+    }
+
+    /// Rebuilds the collaborative index (item-kNN, EASE) from the interactions now.
+    fn rebuild_collab<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.inner.rebuild_collab()).py_err(py)?;
+        collab_dict(py, &r)
     }
 
     /// Catalog items matching `text` lexically (title, genres, keywords, description).
@@ -870,6 +985,9 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMemoryEntry>()?;
     m.add_class::<PyMemoryHit>()?;
     m.add_class::<PyItemHit>()?;
+    m.add_class::<PyGroundedItem>()?;
+    m.add_class::<PyGroundRequest>()?;
+    m.add("GROUNDING_SIGNALS", SIGNALS.to_vec())?;
     m.add_class::<PyItem>()?;
     m.add_class::<PyOrchestrator>()?;
     m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;

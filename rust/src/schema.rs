@@ -152,6 +152,17 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX messages_conversation ON messages (conversation_id, id);
     "#,
+    // 2: the collaborative index (store/collab.rs) follows the interactions. Inserts bump the
+    // generation by their row count in MemoryStore::write; deletes and rating changes by trigger.
+    r#"
+    INSERT INTO meta (key, value) VALUES ('interactions_generation', 0);
+    CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'interactions_generation';
+    END;
+    CREATE TRIGGER records_au AFTER UPDATE OF user_id, item_id, source ON records BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'interactions_generation';
+    END;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mrrec_edge.assistant import ground_profile
+from mrrec_edge.grounding import PROFILE_ONLY
 from mrrec_edge.workspace import Workspace
 
 
@@ -22,6 +22,11 @@ def ws(embedded_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Workspa
 
 def _keys(hits: list) -> list[tuple[str, int | None]]:
     return [(h.title, h.year) for h in hits]
+
+
+def ground_profile(ws: Workspace, profile: str, **options: object) -> list:
+    """The profile alone (the twins are what is tested, not the other signals)."""
+    return [g.item for g in ws.ground(profile=profile, weights=PROFILE_ONLY, **options)]
 
 
 def _watcher_of_one_twin(ws: Workspace, title: str, year: int) -> str:

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from mrrec_edge.evaluation import metric_names
+from mrrec_edge.grounding import SIGNALS
 from mrrec_edge.scenarios import load_examples
 from tests.helpers import run_cli
 
-CHEAP = "popularity,dense,cf"
+CHEAP = "popularity,dense,cf,ease,hybrid"
 EXACT = [*metric_names(), "ci95", "per_category", "per_facet_kind"]
 
 
@@ -57,7 +58,10 @@ def test_eval_baselines_on_20_queries_are_in_range_and_deterministic(
     queries = min(20, len(load_examples(small_dataset, "train")))
     _check_in_range(first, CHEAP.split(","), queries)
     _same(first, second, EXACT)
-    assert first["gains"] == {}  # no MR.Rec row, no claim
+    assert first["gains"] == {} and first["differences"] == {}  # no MR.Rec row, no claim
+    hybrid = first["grounding"]["hybrid"]
+    assert set(hybrid["weights"]) <= {"request", "user_cf", "popularity"}
+    assert hybrid["fit"]["split"] == "train" and hybrid["fit"]["seed"] == 0
     cf = first["rows"]["cf"]
     # Each query counts once per facet kind and once in each genre of its target.
     assert sum(g["queries"] for g in cf["per_facet_kind"].values()) == queries
@@ -92,6 +96,33 @@ def test_eval_with_the_real_model_is_in_range_deterministic_and_reported(
     assert lean["assistant_options"] == {"global_k": 0} and first["assistant_options"] == {}
     assert lean["rows"]["mrrec-base"]["global_memory_tokens"] == 0
     assert {k: lean["rows"]["cf"][k] for k in EXACT} == {k: first["rows"]["cf"][k] for k in EXACT}
+    assert first["differences"]["reference"] == "mrrec-base"
+    assert set(first["differences"]) == {"metric", "reference", *CHEAP.split(",")}
+
+
+def test_grounding_fit_on_the_models_answers_and_the_signal_ablations(
+    prepared_home: Path, small_dataset: Path, llm_bundle_dir: Path, tmp_path: Path
+) -> None:
+    fit = tmp_path / "grounding.json"
+    base = ("--bundle-base", str(llm_bundle_dir))
+    _eval(
+        tmp_path, prepared_home, small_dataset, "--split", "train", "--limit", "2",
+        "--rows", "mrrec-base", *base, "--fit-grounding", str(fit),
+    )  # fmt: skip
+    saved = json.loads(fit.read_text())
+    assert saved["fit"]["queries"] == 2 and saved["fit"]["split"] == "train"
+    assert set(saved["weights"]) <= set(SIGNALS) and set(saved["ablations"]) == set(SIGNALS)
+    assert all(s not in w for s, w in saved["ablations"].items())
+    rows = ["mrrec-base", "ablation-no-profile", "ablation-no-user_cf"]
+    out = _eval(
+        tmp_path, prepared_home, small_dataset, "--limit", "1", "--rows", ",".join(rows),
+        *base, "--grounding", str(fit),
+    )  # fmt: skip
+    _check_in_range(out, rows, 1)
+    assert out["grounding"]["base"] == saved["weights"]
+    # The ablations reground the model's own answer: no model turns of their own.
+    assert out["rows"]["ablation-no-profile"]["memory_calls"] == 0
+    assert out["differences"]["reference"] == "mrrec-base"
 
 
 @pytest.mark.slow
@@ -145,6 +176,10 @@ def test_eval_over_the_ml25m_keyword_pool(
         (("--bundle-base", "/nonexistent"), "model bundle /nonexistent: the folder does not exist"),
         (("--set", "global_k=some"), "'global_k=some': global_k takes a non-negative whole number"),
         (("--set", "beam=4"), "'beam=4': expected KEY=VALUE, KEY one of"),
+        (
+            ("--rows", "ablation-no-profile"),
+            "row ablation-no-profile regrounds the answers of mrrec-base: add that row",
+        ),
     ],
 )
 def test_eval_refuses_what_it_cannot_do_clearly(

@@ -22,7 +22,7 @@ from mrrec_edge.evaluation import (
     relative_gain,
 )
 from mrrec_edge.evaluation.harness import gains, model_role
-from mrrec_edge.evaluation.rows import ROWS, item_cosine, top_k
+from mrrec_edge.evaluation.rows import ROWS, top_k
 
 
 def test_metrics_of_one_held_out_item_match_the_formulas() -> None:
@@ -92,22 +92,18 @@ def test_top_k_breaks_ties_by_id_and_leaves_out_consumed_items() -> None:
     assert top_k(scores, np.arange(1, 6), exclude=[], k=10) == [1, 3, 2, 5, 4]
 
 
-def test_item_cosine_on_a_hand_made_matrix() -> None:
-    # Users by items: item 0 and 1 share one of their users; item 2 has nobody.
-    x = np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    sim = item_cosine(x)
-    np.testing.assert_allclose(sim, [[0, 0.5, 0], [0.5, 0, 0], [0, 0, 0]])
-
-
 def test_rows_are_parsed_in_table_order_and_unknown_ones_are_named() -> None:
     assert parse_rows("cf, popularity,mrrec-base") == ["popularity", "cf", "mrrec-base"]
     with pytest.raises(InputError, match=r"unknown row.*bpr.*choose from: popularity"):
         parse_rows("popularity,bpr")
-    assert len(ROW_NAMES) == 14
+    assert len(ROW_NAMES) == 21
     base_only = default_rows({})
     assert "mrrec-sft" not in base_only and "mrrec-rl" not in base_only
-    assert len(base_only) == 12
-    assert default_rows({"sft": Path("s"), "rl": Path("r")}) == list(ROW_NAMES)
+    assert len(base_only) == 14
+    # The signal ablations reground a model row's answers with a fit's refits: asked for only.
+    everything = default_rows({"sft": Path("s"), "rl": Path("r")})
+    assert everything == [n for n in ROW_NAMES if ROWS[n].kind != "signal-ablation"]
+    assert len(everything) == 16 and "ablation-no-local" in everything
 
 
 def test_ablations_run_on_the_most_trained_model_given() -> None:

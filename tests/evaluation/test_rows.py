@@ -1,17 +1,16 @@
 """The baselines on the small prepared workspace, checked against independent computations from
-the dataset's files: popularity, item-kNN, the memory the naive and static rows show, and the
+the dataset's files: popularity (item-kNN: tests/store/test_collab.py), the memory the naive and static rows show, and the
 harness's resume folder."""
 
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from mrrec_edge.evaluation import DEPTH, EvalPlan, Evaluation, ItemKNN, Popularity, static_memory
+from mrrec_edge.evaluation import DEPTH, EvalPlan, Evaluation, Popularity, static_memory
 from mrrec_edge.evaluation.rows import RECENT, ROWS
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
@@ -52,31 +51,6 @@ def test_popularity_counts_train_users_and_leaves_out_what_the_user_consumed(
         ranking = model.rank(e["user"], DEPTH)
         assert ranking == _expected_ranking(counts, histories[e["user"]])
         assert len(ranking) == DEPTH
-
-
-def test_item_knn_sums_cosine_similarities_to_the_users_items(
-    ws: Workspace, small_dataset: Path
-) -> None:
-    histories = _histories(small_dataset, ws)
-    users_of: dict[int, set[str]] = defaultdict(set)
-    for user, items in histories.items():
-        for item in items:
-            users_of[item].add(user)
-    model = ItemKNN(ws.store, ws.store.users())
-    for user in list(histories)[:3]:
-        scores = {
-            j: sum(
-                len(users_of[i] & users_of[j]) / math.sqrt(len(users_of[i]) * len(users_of[j]))
-                for i in histories[user]
-                if i != j
-            )
-            for j in users_of
-        }
-        ranking = model.rank(user, DEPTH)
-        expected = _expected_ranking(scores, histories[user])
-        # Equal up to float ties: the same items, each at a score within rounding of the next.
-        assert [round(scores[i], 9) for i in ranking] == [round(scores[i], 9) for i in expected]
-        assert not set(ranking) & histories[user]
 
 
 def test_naive_memory_is_the_ten_latest_interactions_newest_first(ws: Workspace) -> None:

@@ -20,7 +20,7 @@ from mrrec_edge.bundle import MANIFEST, Bundle, build_bundle, default_adapter
 from mrrec_edge.errors import BundleError
 from mrrec_edge.model import GUIDANCE_KINDS, LanguageModel
 from mrrec_edge.model.runtime import _common_prefix
-from tests.helpers import cli_json, run_cli
+from tests.helpers import ROOT, cli_json, run_cli
 
 QUESTIONS = [
     "Suggest a movie for a rainy Sunday afternoon.",
@@ -263,6 +263,14 @@ def test_cli_info(llm_bundle_dir: Path, tmp_path: Path) -> None:
     assert info["size_bytes"] > 200_000_000 and info["verified"] is False
     text = run_cli(home, "bundle", "info").stdout
     assert "SmolLM2-135M-Instruct, int8" in text and "all-MiniLM-L6-v2" in text
+    # The grounding weights fit with the committed adapter ship in the manifest, and show.
+    committed = json.loads((ROOT / "training/adapter/grounding.json").read_text())
+    assert info["grounding"]["weights"] == committed["weights"]
+    assert "grounding" in text and "the bundle's fit" in " ".join(text.split())
+    (home / "config.toml").write_text("[grounding]\nrequest = 1\n")
+    text = run_cli(home, "bundle", "info").stdout
+    text = " ".join(text.split())
+    assert "request 1, user_cf 0" in text and "config.toml [grounding]" in text
 
 
 def test_cli_build_rejects_bad_target(tmp_path: Path) -> None:

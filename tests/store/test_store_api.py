@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mrrec_edge import InputError, MemoryStore, NotFoundError, ranking_metrics
+from mrrec_edge.grounding import REQUEST_ONLY
 from mrrec_edge.workspace import Workspace
 
 
@@ -52,12 +53,15 @@ def test_forget_deletes_from_sqlite_fts_and_vectors(ws: Workspace) -> None:
 
 def test_grounding_leaves_out_what_the_user_has_seen(ws: Workspace) -> None:
     seen = set(ws.store.consumed_item_ids("1"))
-    hits = ws.ground("a space opera with jedi and the empire", user="1", k=10)
-    assert len(hits) == 10 and not seen & {h.item_id for h in hits}
-    with_seen = ws.ground(
-        "a space opera with jedi and the empire", user="1", k=3, include_seen=True
-    )
-    assert with_seen[0].title in {"Star Wars", "Empire Strikes Back, The", "Return of the Jedi"}
+    request = "a space opera with jedi and the empire"
+    hits = ws.ground(request=request, user="1", k=10)
+    assert len(hits) == 10 and not seen & {h.item.item_id for h in hits}
+    with_seen = ws.ground(request=request, user="1", k=3, include_seen=True, weights=REQUEST_ONLY)
+    assert with_seen[0].item.title in {
+        "Star Wars",
+        "Empire Strikes Back, The",
+        "Return of the Jedi",
+    }
 
 
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "stale"])

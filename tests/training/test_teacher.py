@@ -14,8 +14,8 @@ import pytest
 
 @pytest.fixture(scope="module")
 def setup(small_data: tuple[Path, Path]):
-    """The workspace of the first 24 users, the base tokenizer, 8 train examples and the
-    device's assistant settings."""
+    """The workspace of the first 24 users, the base tokenizer, 8 train examples (one per user:
+    each user's first target) and the device's assistant settings."""
     from training.base import base_checkpoint
     from training.recipe import RolloutConfig
     from training.rollout import assistant_config
@@ -27,7 +27,7 @@ def setup(small_data: tuple[Path, Path]):
     dataset, home = small_data
     tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint()))
     ws = Workspace.open(home)
-    examples = load_examples(dataset, "train")[:8]
+    examples = [e for e in load_examples(dataset, "train") if e["target_index"] == 0][:8]
     yield ws, tokenizer, examples, assistant_config(RolloutConfig())
     ws.close()
 
@@ -76,17 +76,20 @@ def test_teacher_profiles_rank_the_target_high(setup) -> None:
     from training.sft import Teacher
 
     from mrrec_edge.assistant import Assistant
+    from mrrec_edge.grounding import PROFILE_ONLY, REQUEST_ONLY
 
     ws, tokenizer, examples, config = setup
     cuts = catalog_cutoffs(ws)
     ranks, query_ranks = [], []
     for example in examples:
         target = ws.store.item(example["target_item"]).item_id
-        hits = ws.ground(example["query"], k=cuts[0], user=example["user"])
-        ids = [h.item_id for h in hits]
+        hits = ws.ground(
+            request=example["query"], k=cuts[0], user=example["user"], weights=REQUEST_ONLY
+        )
+        ids = [h.item.item_id for h in hits]
         query_ranks.append(ids.index(target) + 1 if target in ids else cuts[0] + 1)
         teacher = Teacher(tokenizer, ws, example, calls=1, config=config)
-        r = ask(Assistant(ws, teacher, config), example, cuts=cuts)
+        r = ask(Assistant(ws, teacher, config, grounding=PROFILE_ONLY), example, cuts=cuts)
         assert r.stats["memory_calls"] == 1 and r.stats["malformed_turns"] == 0
         ranks.append(r.ranking.index(r.target) + 1 if r.target in r.ranking else cuts[0] + 1)
     assert sum(ranks) < sum(query_ranks), (ranks, query_ranks)

@@ -18,6 +18,7 @@ from mrrec_edge.bundle import (
 from mrrec_edge.cli._ui import emit_json, note, out_console
 from mrrec_edge.config import Settings
 from mrrec_edge.embedder import build_embedder
+from mrrec_edge.grounding import GROUNDING_FIT, load_fit, resolve_weights
 
 
 @click.group("bundle")
@@ -46,6 +47,12 @@ def bundle_group() -> None:
 )
 @click.option("--base", is_flag=True, help="Build the untuned base model, ignoring any adapter.")
 @click.option(
+    "--grounding",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Grounding weights fit for this model (`mrrec eval --fit-grounding` writes one). "
+    f"Default: the adapter folder's {GROUNDING_FIT}, when it has one.",
+)
+@click.option(
     "--provider",
     type=click.Choice(PROVIDERS),
     default="cpu",
@@ -62,6 +69,7 @@ def build_command(
     precision: str,
     adapter: Path | None,
     base: bool,
+    grounding: Path | None,
     provider: str,
     embedder_quantize: str,
 ) -> None:
@@ -81,12 +89,14 @@ def build_command(
     if not base and adapter is None and (committed := default_adapter()) is not None:
         adapter, training_run = committed
         note(escape(f"merging the committed RL-tuned adapter (run {training_run['run_id']})"))
+    fit = load_fit(grounding) if grounding is not None else None
     out = out or settings.bundle_path
     built = build_bundle(
         out,
         precision=precision,
         adapter=adapter,
         training_run=training_run,
+        grounding=fit,
         embedder_quantize=embedder_quantize,
         provider=provider,
         progress=lambda line: note(escape(line)),
@@ -137,6 +147,7 @@ def info_command(settings: Settings, as_json: bool, verify: bool) -> None:
         ("adapter", f"{adapter['path']} (sha256 {adapter['sha256'][:12]})" if adapter else "none"),
         ("training", f"run {training['run_id']}" if training else "none (base model)"),
         ("embedder", f"{embedder.get('name')}, {embedder.get('quantization')}"),
+        ("grounding", resolve_weights(settings.grounding, bundle.grounding).describe()),
         ("checksums", "verified" if verify else "sizes checked (--verify for sha256)"),
     ]
     for key, value in lines:

@@ -23,7 +23,10 @@ from mrrec_edge.evaluation import (
     parse_rows,
     write_report,
 )
+from mrrec_edge.evaluation.fit import fit_model
 from mrrec_edge.evaluation.report import HEADERS, gains_text, options_text
+from mrrec_edge.evaluation.rows import ROWS
+from mrrec_edge.grounding import load_fit, write_fit
 from mrrec_edge.scenarios import SPLITS
 from mrrec_edge.workspace import Workspace
 
@@ -103,6 +106,19 @@ def _assistant_options(_ctx: Any, _param: Any, pairs: tuple[str, ...]) -> dict[s
     help="An assistant setting for every LLM row, except where a row sets it itself "
     "(repeatable), e.g. --set global_k=1 --set memory_k=2: what leaner memory costs.",
 )
+@click.option(
+    "--grounding",
+    "grounding_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Grounding weights for the MR.Rec rows (a fit file); default: each bundle's own.",
+)
+@click.option(
+    "--fit-grounding",
+    "fit_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="After the run, fit every grounding signal's weight on the one MR.Rec row's profiles "
+    "and write the fit here (run it on --split train; `mrrec bundle build --grounding` ships it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @click.option("--report", "report_dir", type=_DIR, help="Write results.md, eval.png and JSON here.")
 @click.pass_obj
@@ -121,6 +137,8 @@ def eval_command(
     bundle_rl: Path | None,
     resume_dir: Path | None,
     options: dict[str, Any],
+    grounding_file: Path | None,
+    fit_out: Path | None,
     as_json: bool,
     report_dir: Path | None,
 ) -> None:
@@ -131,6 +149,9 @@ def eval_command(
         if path is not None
     }
     rows = parse_rows(rows_text) if rows_text else default_rows(bundles)
+    model_rows = [r for r in rows if ROWS[r].kind == "assistant"]
+    if fit_out is not None and len(model_rows) != 1:
+        raise click.UsageError("--fit-grounding fits on one MR.Rec row: pass --rows with one")
     plan = EvalPlan(
         dataset=dataset,
         rows=rows,
@@ -142,6 +163,7 @@ def eval_command(
         catalog=catalog,
         resume_dir=resume_dir,
         assistant_options=options,
+        grounding_fit=load_fit(grounding_file) if grounding_file else None,
     )
     check_prepared(home, dataset)  # before opening: a store would be created in a wrong folder
     with Workspace(load_settings(home)) as ws:
@@ -149,6 +171,16 @@ def eval_command(
         with progress_bar() as bar:
             tasks = {r: bar.add_task(r, total=len(evaluation.examples)) for r in rows}
             results = evaluation.run(lambda row, done, _: bar.update(tasks[row], completed=done))
+        if fit_out is not None:
+            fit = fit_model(
+                ws,
+                evaluation.examples,
+                evaluation.results[model_rows[0]],
+                seed=seed,
+                source=f"{model_rows[0]} profiles on {split} ({len(evaluation.examples)} queries)",
+            )
+            write_fit(fit_out, fit)
+            note(f"grounding fit written to {fit_out}: {fit['weights']}")
     if report_dir is not None:
         paths = write_report(results, report_dir)
         note(f"wrote {', '.join(str(p) for p in paths)}")

@@ -151,7 +151,8 @@ def index_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def rebuild_command(settings: Settings, as_json: bool) -> None:
-    """Embed whatever is pending, then rebuild the dense indexes from the database."""
+    """Embed whatever is pending, then rebuild the dense and collaborative indexes from the
+    database."""
     from mrrec_edge.cli.data import embed_with_progress
 
     with Workspace(settings) as ws:
@@ -159,11 +160,15 @@ def rebuild_command(settings: Settings, as_json: bool) -> None:
         with progress_bar(counts=False) as bar:
             bar.add_task("rebuilding dense indexes", total=None)
             report = ws.store.rebuild_indexes()
+            collab = ws.store.rebuild_collab()
     report["embedded"] = embedded
+    report["collab"] = collab
     if as_json:
         emit_json(report)
     else:
         out_console.print(
             f"indexed {report['catalog_vectors']} catalog and {report['memory_vectors']} memory "
-            f"vectors (embedded {embedded} texts)"
+            f"vectors (embedded {embedded} texts); collaborative index: {collab['items']} items "
+            f"from {collab['interactions']} interactions"
+            f"{', EASE' if collab['ease'] else ''} in {collab['seconds']:.2f} s"
         )

@@ -22,7 +22,7 @@ from mrrec_edge.evaluation.metrics import (
     relative_gain,
 )
 from mrrec_edge.evaluation.report import ReportError, write_report
-from mrrec_edge.evaluation.rows import ROW_NAMES, ROWS, ItemKNN, Popularity, Row, static_memory
+from mrrec_edge.evaluation.rows import ROW_NAMES, ROWS, Popularity, Row, static_memory
 
 __all__ = [
     "CATALOGS",
@@ -33,7 +33,6 @@ __all__ = [
     "ROW_NAMES",
     "EvalPlan",
     "Evaluation",
-    "ItemKNN",
     "Popularity",
     "QueryResult",
     "ReportError",

@@ -26,6 +26,7 @@ from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Reco
 from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import InputError
+from mrrec_edge.evaluation.fit import fit_hybrid
 from mrrec_edge.evaluation.metrics import (
     KS,
     bootstrap_ci,
@@ -35,7 +36,8 @@ from mrrec_edge.evaluation.metrics import (
     per_query_metrics,
     relative_gain,
 )
-from mrrec_edge.evaluation.rows import ROWS, ItemKNN, Popularity, Row, static_memory
+from mrrec_edge.evaluation.rows import ROWS, Popularity, Row, static_memory
+from mrrec_edge.grounding import resolve_weights
 from mrrec_edge.model import LanguageModel
 from mrrec_edge.scenarios import load_examples, load_manifest, prepared_marker
 from mrrec_edge.scenarios.prepare import CATALOGS
@@ -66,8 +68,10 @@ class QueryResult:
     turns: int = 0
     malformed_turns: int = 0
     fallback: bool = False
-    #: The ideal item profile the model wrote (kept in the resume files, for reading).
+    #: The ideal item profile the model wrote and the memory ids it cited: what grounding
+    #: needs to rank again with other weights (the fit, the signal ablations).
     profile: str = ""
+    cited_memory: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,20 @@ class EvalPlan:
     #: AssistantConfig fields set for every assistant row, except where a row sets that field
     #: itself (an ablation keeps what it ablates): ``{"global_k": 1}`` tries leaner memory.
     assistant_options: Mapping[str, Any] = field(default_factory=dict)
+    #: A grounding fit (``mrrec_edge.grounding.load_fit``) for the MR.Rec rows and the signal
+    #: ablations; default: each bundle's own.
+    grounding_fit: Mapping[str, Any] | None = None
 
 
 def default_rows(bundles: Mapping[str, Path]) -> list[str]:
-    """Every row whose model is available: mrrec-sft and mrrec-rl need their bundles."""
-    return [n for n in ROWS if ROWS[n].model not in ("sft", "rl") or ROWS[n].model in bundles]
+    """Every row whose model is available: mrrec-sft and mrrec-rl need their bundles. The signal
+    ablations need a grounding fit with refits: they run when asked for (--rows)."""
+    return [
+        n
+        for n in ROWS
+        if (ROWS[n].model not in ("sft", "rl") or ROWS[n].model in bundles)
+        and ROWS[n].kind != "signal-ablation"
+    ]
 
 
 def parse_rows(text: str) -> list[str]:
@@ -147,6 +160,8 @@ class Evaluation:
             role = model_role(ROWS[name], self.bundles)
             if role is not None and role not in self.bundles:
                 raise InputError(f"row {name} needs the {role} model: pass --bundle-{role} DIR")
+            if ROWS[name].kind == "signal-ablation" and f"mrrec-{role}" not in plan.rows:
+                raise InputError(f"row {name} regrounds the answers of mrrec-{role}: add that row")
             if role is not None:
                 Bundle.load(self.bundles[role])  # a missing or broken bundle fails before any row
         examples = load_examples(plan.dataset, plan.split)
@@ -158,6 +173,10 @@ class Evaluation:
         self.categories = [store.item(e["target_item"]).categories for e in self.examples]
         self.catalog_size = int(store.stats()["items"])
         self._models: dict[Path, LanguageModel] = {}
+        self._hybrid: dict[str, Any] | None = None
+        #: Per-query results of the last :meth:`run`, by row.
+        self.results: dict[str, list[QueryResult]] = {}
+        self._answers: dict[str, dict[str, QueryResult]] = {}
 
     def row(self, name: str) -> Row:
         """Row ``name`` as this plan runs it: with the plan's assistant options."""
@@ -182,6 +201,17 @@ class Evaluation:
         """
         rows = [self.row(name) for name in self.plan.rows]
         done = {row.name: self._load_checkpoint(row) for row in rows}
+        for row in rows:
+            if row.kind == "assistant" and done[row.name]:
+                # A model's answer does not depend on the grounding weights: kept answers are
+                # grounded again with the weights in force, so a new fit costs no model turns.
+                weights = self.grounding_weights(model_role(row, self.bundles) or "base")
+                by_id = {e["id"]: e for e in self.examples}
+                done[row.name] = {
+                    i: replace(r, ranking=self._ground_answer(by_id[i], r, weights))
+                    for i, r in done[row.name].items()
+                }
+        self._answers = done  # what the signal ablations reground
         rankers: dict[str, Callable[[dict[str, Any]], QueryResult]] = {}
         setup = dict.fromkeys(self.plan.rows, 0.0)
         total = len(self.examples)
@@ -205,17 +235,14 @@ class Evaluation:
                     keep[row.name](result)
                     if progress:
                         progress(row.name, len(done[row.name]), total)
-        results = {row.name: [done[row.name][e["id"]] for e in self.examples] for row in rows}
-        return self.summarize(results, setup)
+        self.results = {row.name: [done[row.name][e["id"]] for e in self.examples] for row in rows}
+        return self.summarize(self.results, setup)
 
     def _ranker(self, row: Row) -> Callable[[dict[str, Any]], QueryResult]:
         store = self.ws.store
-        if row.kind in ("popularity", "cf"):
-            if row.kind == "popularity":
-                users = [e["user"] for e in load_examples(self.plan.dataset, "train")]
-                model: Popularity | ItemKNN = Popularity(store, users)
-            else:
-                model = ItemKNN(store, store.users())
+        if row.kind == "popularity":
+            train = load_examples(self.plan.dataset, "train")
+            model = Popularity(store, [e["user"] for e in train])
 
             def rank_fixed(e: dict[str, Any]) -> QueryResult:
                 t = perf_counter()
@@ -224,18 +251,28 @@ class Evaluation:
 
             return rank_fixed
         _ = self.ws.embedder  # loaded before the clock starts
-        if row.kind == "dense":
+        if row.kind in ("grounding", "hybrid"):
+            weights = dict(row.weights) if row.kind == "grounding" else self.hybrid_weights()
 
-            def rank_dense(e: dict[str, Any]) -> QueryResult:
+            def rank_grounded(e: dict[str, Any]) -> QueryResult:
                 t = perf_counter()
-                hits = store.ground(self.ws.embed_query(e["query"]), k=DEPTH, user=e["user"])
-                return QueryResult(e["id"], [h.item_id for h in hits], perf_counter() - t)
+                items = self.ws.ground(
+                    k=DEPTH,
+                    user=e["user"],
+                    request=e["query"],
+                    weights=weights,
+                    similarity=row.similarity,
+                    distinct_titles=False,
+                )
+                return QueryResult(e["id"], [g.item.item_id for g in items], perf_counter() - t)
 
-            return rank_dense
+            return rank_grounded
         role = model_role(row, self.bundles)
         assert role is not None
+        if row.kind == "signal-ablation":
+            return self._signal_ablation(row, role)
         llm = self._model(self.bundles[role])
-        assistant = Assistant(self.ws, llm, row.config)
+        assistant = Assistant(self.ws, llm, row.config, grounding=self.grounding_weights(role))
 
         def rank_assistant(e: dict[str, Any]) -> QueryResult:
             t = perf_counter()
@@ -260,9 +297,62 @@ class Evaluation:
                 malformed_turns=done.stats["malformed_turns"],
                 fallback=profile.fallback,
                 profile=profile.profile,
+                cited_memory=[m.id for m in done.used_memories],
             )
 
         return rank_assistant
+
+    def _signal_ablation(self, row: Row, role: str) -> Callable[[dict[str, Any]], QueryResult]:
+        """The model row's own answers (profile and citations, in this run or its resume
+        folder), grounded again without ``row.dropped``, the other weights refit on train."""
+        source = f"mrrec-{role}"
+        weights = self.ablation_weights(role).get(row.dropped or "")
+        if not weights:
+            raise InputError(
+                f"row {row.name}: the {role} model's grounding fit has no refit without "
+                f"{row.dropped}; fit one with `mrrec eval --split train --rows {source} "
+                "--fit-grounding FILE` and pass --grounding FILE"
+            )
+
+        def rank_without(e: dict[str, Any]) -> QueryResult:
+            t = perf_counter()
+            ranking = self._ground_answer(e, self._answers[source][e["id"]], weights)
+            return QueryResult(e["id"], ranking, perf_counter() - t)
+
+        return rank_without
+
+    def _ground_answer(
+        self, e: dict[str, Any], answer: QueryResult, weights: Mapping[str, float]
+    ) -> list[int]:
+        """A model's answer (its profile and citations) grounded as the assistant grounds it."""
+        items = self.ws.ground(
+            k=DEPTH,
+            user=e["user"],
+            profile=answer.profile,
+            request=e["query"],
+            cited_memory=answer.cited_memory,
+            weights=weights,
+            distinct_titles=False,
+        )
+        return [g.item.item_id for g in items]
+
+    def ablation_weights(self, role: str) -> dict[str, dict[str, float]]:
+        """The fit's refits without each signal (``ablations``), from the plan or the bundle."""
+        fit = self.plan.grounding_fit or Bundle.load(self.bundles[role]).grounding or {}
+        return dict(fit.get("ablations", {}))
+
+    def grounding_weights(self, role: str) -> dict[str, float]:
+        """The MR.Rec rows' weights: the plan's, else the config's or the bundle's fit."""
+        if self.plan.grounding_fit is not None:
+            return dict(self.plan.grounding_fit["weights"])
+        fit = Bundle.load(self.bundles[role]).grounding
+        return resolve_weights(self.ws.settings.grounding, fit).weights
+
+    def hybrid_weights(self) -> dict[str, float]:
+        """The ``hybrid`` row's weights, fit once per run on the train split (no model)."""
+        if self._hybrid is None:
+            self._hybrid = fit_hybrid(self.ws, self.plan.dataset, seed=self.plan.seed)
+        return dict(self._hybrid["weights"])
 
     def _model(self, path: Path) -> LanguageModel:
         if path not in self._models:
@@ -276,7 +366,11 @@ class Evaluation:
         role = model_role(row, self.bundles)
         key = {
             # What the row does, not how it is described.
-            "row": [row.name, row.kind, asdict(row.config), row.static_memory],
+            "row": [row.name, row.kind, asdict(row.config), row.static_memory, row.weights],
+            "similarity": row.similarity,
+            # Not the MR.Rec rows' grounding weights: their answers are kept and grounded
+            # again with the weights in force (see _load_checkpoint).
+            "without": self.ablation_weights(role).get(row.dropped) if row.dropped else None,
             "model": sha256_file(self.bundles[role] / MANIFEST) if role else None,
             "workspace": self.workspace_key,
             "split": self.plan.split,
@@ -360,6 +454,15 @@ class Evaluation:
                 and any(model_role(ROWS[r], self.bundles) == role for r in results)
             },
             "gains": gains(values, indices),
+            "differences": differences(values, indices),
+            "grounding": {
+                **({"hybrid": self._hybrid} if self._hybrid is not None else {}),
+                **{
+                    role: self.grounding_weights(role)
+                    for role in MODEL_ROLES
+                    if any(model_role(ROWS[r], self.bundles) == role for r in results)
+                },
+            },
         }
 
 
@@ -385,6 +488,26 @@ def gains(values: Mapping[str, Mapping[str, np.ndarray]], indices: np.ndarray) -
     for name in models:
         gain, ci = relative_gain(values[name][metric], values[best][metric], indices)
         out[name] = {"gain": _round(gain), "ci95": _round_pair(ci)}
+    return out
+
+
+def differences(
+    values: Mapping[str, Mapping[str, np.ndarray]], indices: np.ndarray
+) -> dict[str, Any]:
+    """Every other row's NDCG@10 minus the most trained MR.Rec row's, paired over the same
+    queries, with its bootstrap interval: an interval that holds 0 is within noise."""
+    metric = "ndcg@10"
+    reference = next((f"mrrec-{r}" for r in ("rl", "sft", "base") if f"mrrec-{r}" in values), None)
+    if reference is None:
+        return {}
+    out: dict[str, Any] = {"metric": metric, "reference": reference}
+    for name in values:
+        if name != reference:
+            diff = values[name][metric] - values[reference][metric]
+            out[name] = {
+                "difference": _round(float(diff.mean())),
+                "ci95": _round_pair(bootstrap_ci(diff, indices)),
+            }
     return out
 
 

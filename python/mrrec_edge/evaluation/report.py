@@ -53,19 +53,40 @@ def main_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def category_table(results: Mapping[str, Any], metric: str = "ndcg@10") -> str:
-    """``metric`` of each row in each category (columns, with their query counts)."""
+def group_table(
+    results: Mapping[str, Any], groups: str = "per_category", metric: str = "ndcg@10"
+) -> str:
+    """``metric`` of each row in each group (``per_category`` or ``per_facet_kind``: columns,
+    with their query counts)."""
     rows = results["rows"]
-    cats: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for row in rows.values():
-        for cat, m in row["per_category"].items():
-            cats[cat] = int(m["queries"])
-    order = sorted(cats, key=lambda c: (-cats[c], c))
-    head = ["row", *(f"{c} ({cats[c]})" for c in order)]
+        for group, m in row[groups].items():
+            counts[group] = int(m["queries"])
+    order = sorted(counts, key=lambda c: (-counts[c], c))
+    head = ["row", *(f"{c} ({counts[c]})" for c in order)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ordered(results):
-        cells = [_num(rows[name]["per_category"][c][metric]) for c in order]
+        cells = [_num(rows[name][groups][c][metric]) for c in order]
         lines.append("| " + " | ".join([f"`{name}`", *cells]) + " |")
+    return "\n".join(lines)
+
+
+def differences_table(results: Mapping[str, Any]) -> str:
+    """Each row's NDCG@10 minus the reference MR.Rec row's, paired, with the 95% interval."""
+    d = results.get("differences") or {}
+    reference = d.get("reference")
+    if not reference:
+        return "No MR.Rec row in this run: no paired differences."
+    lines = [
+        f"| row | NDCG@10 minus `{reference}` | 95% CI | within noise |",
+        "|---|---|---|---|",
+    ]
+    for name in ordered(results):
+        if name in d:
+            diff, ci = d[name]["difference"], d[name]["ci95"]
+            noise = "yes" if ci is None or ci[0] <= 0 <= ci[1] else "no"
+            lines.append(f"| `{name}` | {diff:+.4f} | {_ci(ci).strip()} | {noise} |")
     return "\n".join(lines)
 
 
@@ -110,8 +131,12 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"queries, seed {results['seed']}). Memory tokens: per query, local and global memory "
         "the model saw.\n\n"
         f"{main_table(results)}\n\n{gains_text(results)}\n\n"
+        "## Paired differences\n\n"
+        f"{differences_table(results)}\n\n"
         f"## NDCG@10 per category ({results['category_basis']}; queries in brackets)\n\n"
-        f"{category_table(results)}\n\n## Rows\n\n{described}\n"
+        f"{group_table(results)}\n\n"
+        "## NDCG@10 per facet kind (what the query names)\n\n"
+        f"{group_table(results, 'per_facet_kind')}\n\n## Rows\n\n{described}\n"
     )
 
 

@@ -17,8 +17,9 @@ import numpy as np
 
 from mrrec_edge._core import MemoryEntry, MemoryStore
 from mrrec_edge.assistant import AssistantConfig
+from mrrec_edge.grounding import SIGNALS
 
-RowKind = Literal["popularity", "dense", "cf", "assistant"]
+RowKind = Literal["popularity", "grounding", "hybrid", "assistant", "signal-ablation"]
 #: Which model bundle an assistant row runs on; "ablation" is the most trained one given.
 ModelRole = Literal["base", "sft", "rl", "ablation"]
 StaticMemory = Literal["recent", "profile"]
@@ -40,6 +41,11 @@ class Row:
     model: ModelRole | None = None
     config: AssistantConfig = field(default_factory=AssistantConfig)
     static_memory: StaticMemory | None = None
+    #: A ``grounding`` row: its fixed signal weights and CF similarity (mrrec_edge.grounding).
+    weights: tuple[tuple[str, float], ...] = ()
+    similarity: str | None = None
+    #: A ``signal-ablation`` row: the grounding signal it drops (the others refit on train).
+    dropped: str | None = None
 
     @property
     def is_mrrec(self) -> bool:
@@ -51,8 +57,31 @@ ROWS: dict[str, Row] = {
     r.name: r
     for r in [
         Row("popularity", "popularity", "most-interacted items in train-split users' histories"),
-        Row("dense", "dense", "the query alone, embedded and matched to the catalog"),
-        Row("cf", "cf", "item-kNN (cosine) on all users' histories; ignores the query"),
+        Row(
+            "dense",
+            "grounding",
+            "the query alone, embedded and matched to the catalog",
+            weights=(("request", 1.0),),
+        ),
+        Row(
+            "cf",
+            "grounding",
+            "item-kNN (cosine) on all users' histories; ignores the query",
+            weights=(("user_cf", 1.0),),
+            similarity="knn",
+        ),
+        Row(
+            "ease",
+            "grounding",
+            "EASE (closed-form item-item, λ = 1000) on all users' histories; ignores the query",
+            weights=(("user_cf", 1.0),),
+            similarity="ease",
+        ),
+        Row(
+            "hybrid",
+            "hybrid",
+            "request + user CF + popularity, fused with weights fit on the train split (no LLM)",
+        ),
         Row(
             "llm",
             "assistant",
@@ -102,6 +131,16 @@ ROWS: dict[str, Row] = {
                 AssistantConfig(memory_tiers=(tier,)),
             )
             for tier in ("behavior", "pattern", "profile")
+        ],
+        *[
+            Row(
+                f"ablation-no-{signal}",
+                "signal-ablation",
+                f"MR.Rec's answers grounded without the {signal} signal (the rest refit on train)",
+                "ablation",
+                dropped=signal,
+            )
+            for signal in SIGNALS
         ],
     ]
 }
@@ -156,34 +195,3 @@ class Popularity:
 
     def rank(self, user: str, k: int) -> list[int]:
         return top_k(self.scores, self.candidates, self.store.consumed_item_ids(user), k)
-
-
-def item_cosine(interactions: np.ndarray) -> np.ndarray:
-    """Cosine similarity between the item columns of a 0/1 matrix (users by items), with a zero
-    diagonal (an item does not recommend itself) and 0 for items nobody consumed."""
-    co = interactions.T @ interactions
-    norms = np.sqrt(np.diag(co))
-    norms[norms == 0] = 1.0
-    similarity = co / norms[:, None] / norms[None, :]
-    np.fill_diagonal(similarity, 0.0)
-    return similarity
-
-
-class ItemKNN:
-    """Item-based collaborative filtering: a user's score for an item is the sum of its cosine
-    similarities (over binary user-item interactions, any rating) to the items they consumed.
-    Deterministic: no sampling, no training."""
-
-    def __init__(self, store: MemoryStore, users: Sequence[str]) -> None:
-        self.store = store
-        histories = _histories(store, users)
-        self.candidates = np.array(sorted({i for h in histories.values() for i in h}), np.int64)
-        self.rows = {u: n for n, u in enumerate(histories)}
-        self.interactions = np.zeros((len(histories), int(self.candidates.max(initial=0)) + 1))
-        for n, h in enumerate(histories.values()):
-            self.interactions[n, h] = 1.0
-        self.similarity = item_cosine(self.interactions)
-
-    def rank(self, user: str, k: int) -> list[int]:
-        scores = self.interactions[self.rows[user]] @ self.similarity
-        return top_k(scores, self.candidates, self.store.consumed_item_ids(user), k)

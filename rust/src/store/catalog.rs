@@ -107,7 +107,7 @@ impl MemoryStore {
     }
 
     /// Scored item ids to hits, in the given order.
-    fn item_hits(&self, scored: impl IntoIterator<Item = (i64, f32)>) -> Result<Vec<ItemHit>> {
+    pub(super) fn item_hits(&self, scored: impl IntoIterator<Item = (i64, f32)>) -> Result<Vec<ItemHit>> {
         let scored: Vec<(i64, f32)> = scored.into_iter().collect();
         let ids: Vec<i64> = scored.iter().map(|s| s.0).collect();
         let mut items: std::collections::HashMap<i64, Item> =

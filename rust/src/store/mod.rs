@@ -5,6 +5,7 @@
 //! change to the in-memory dense indexes after commit, so the two never drift apart silently.
 
 mod catalog;
+mod collab;
 mod conversations;
 mod embeddings;
 mod history;
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::Stats;
 use crate::schema;
 
+pub use collab::{CollabReport, GroundRequest, GroundedItem};
 pub use conversations::{Conversation, Message};
 pub use embeddings::EmbeddingTarget;
 pub use history::{Draft, FeedbackOutcome, HistoryRecord};
@@ -69,6 +71,8 @@ pub struct MemoryStore {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     indexes: RwLock<Option<Indexes>>,
+    /// The catalog matrix and collaborative index that fused grounding reads (store/collab.rs).
+    grounding: collab::GroundingCache,
     opts: StoreOptions,
 }
 
@@ -128,6 +132,7 @@ pub(crate) fn read_generations(conn: &Connection) -> Result<Generations> {
 struct RowHighWater {
     memory: i64,
     items: i64,
+    records: i64,
 }
 
 impl RowHighWater {
@@ -135,10 +140,12 @@ impl RowHighWater {
         let max = |table: &str| -> Result<i64> {
             Ok(conn.query_row(&format!("SELECT ifnull(max(id), 0) FROM {table}"), [], |r| r.get(0))?)
         };
-        Ok(RowHighWater { memory: max("memory")?, items: max("items")? })
+        Ok(RowHighWater { memory: max("memory")?, items: max("items")?, records: max("records")? })
     }
 
-    /// Adds the write's new items to items_fts and bumps the generations of what it changed.
+    /// Adds the write's new items to items_fts and bumps the generations of what it changed (the
+    /// interactions' by the number of new records, so the collaborative index can tell how much
+    /// changed).
     fn index_new_rows(&self, tx: &Connection) -> Result<()> {
         let new_memory: bool =
             tx.query_row("SELECT EXISTS (SELECT 1 FROM memory WHERE id > ?1)", params![self.memory], |r| r.get(0))?;
@@ -146,12 +153,17 @@ impl RowHighWater {
             "INSERT INTO items_fts (rowid, text, scope) SELECT id, text, scope FROM items WHERE id > ?1",
             params![self.items],
         )?;
-        let mut bump = tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = ?1")?;
+        let new_records: i64 =
+            tx.query_row("SELECT count(*) FROM records WHERE id > ?1", params![self.records], |r| r.get(0))?;
+        let mut bump = tx.prepare_cached("UPDATE meta SET value = value + ?2 WHERE key = ?1")?;
         if new_memory {
-            bump.execute(params!["memory_generation"])?;
+            bump.execute(params!["memory_generation", 1])?;
         }
         if new_items > 0 {
-            bump.execute(params!["catalog_generation"])?;
+            bump.execute(params!["catalog_generation", 1])?;
+        }
+        if new_records > 0 {
+            bump.execute(params!["interactions_generation", new_records])?;
         }
         Ok(())
     }
@@ -173,6 +185,7 @@ impl MemoryStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             indexes: RwLock::new(None),
+            grounding: collab::GroundingCache::default(),
             opts,
         })
     }
