@@ -136,6 +136,9 @@ class MemoryStore:
         np.ndarray[Any, np.dtype[np.int64]], list[np.ndarray[Any, np.dtype[np.float32]]], list[int]
     ]:
         """(candidate item ids, each signal's z-scores over them, the seeds of seed_cf)."""
+    def open_collab(self) -> CollabReport | None:
+        """Loads the collaborative index ahead of the first grounding (the saved one, or
+        rebuilt when stale); what a rebuild did, or None."""
     def rebuild_collab(self) -> CollabReport:
         """Rebuilds the collaborative index (item-kNN, EASE) from the interactions now."""
     def search_items(

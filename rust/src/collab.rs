@@ -156,6 +156,98 @@ impl CollabModel {
     }
 }
 
+/// The saved form's first bytes and version: a file of another layout is rebuilt, not misread.
+const MAGIC: &[u8; 8] = b"MRRCOLB1";
+
+impl CollabModel {
+    /// The model as bytes (little-endian): `generation` (what it was built from), then its
+    /// parts. [`CollabModel::from_bytes`] reads it back.
+    pub fn to_bytes(&self, generation: i64) -> Vec<u8> {
+        let n = self.items.len();
+        let mut out = Vec::with_capacity(40 + n * 16 + self.ease.as_ref().map_or(0, |e| e.len() * 4));
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&generation.to_le_bytes());
+        out.extend_from_slice(&(self.interactions as u64).to_le_bytes());
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+        out.push(u8::from(self.ease.is_some()));
+        for (item, pop) in self.items.iter().zip(&self.popularity) {
+            out.extend_from_slice(&item.to_le_bytes());
+            out.extend_from_slice(&pop.to_le_bytes());
+        }
+        for list in &self.knn {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for (q, s) in list {
+                out.extend_from_slice(&q.to_le_bytes());
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+        }
+        for w in self.ease.iter().flatten() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// (generation, model) from [`CollabModel::to_bytes`]; `None` for anything else (another
+    /// layout, a cut-off or damaged file): the caller rebuilds.
+    pub fn from_bytes(bytes: &[u8]) -> Option<(i64, CollabModel)> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != MAGIC {
+            return None;
+        }
+        let generation = i64::from_le_bytes(r.array()?);
+        let interactions = u64::from_le_bytes(r.array()?) as usize;
+        let n = u64::from_le_bytes(r.array()?) as usize;
+        let has_ease = r.take(1)?[0] == 1;
+        let (mut items, mut popularity) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            items.push(i64::from_le_bytes(r.array()?));
+            popularity.push(f32::from_le_bytes(r.array()?));
+        }
+        let mut knn = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = u32::from_le_bytes(r.array()?) as usize;
+            let mut list = Vec::with_capacity(len.min(n));
+            for _ in 0..len {
+                let q = u32::from_le_bytes(r.array()?);
+                if q as usize >= n {
+                    return None;
+                }
+                list.push((q, f32::from_le_bytes(r.array()?)));
+            }
+            knn.push(list);
+        }
+        let ease = if has_ease {
+            let raw = r.take(n.checked_mul(n)?.checked_mul(4)?)?;
+            Some(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+        } else {
+            None
+        };
+        if r.at != bytes.len() {
+            return None;
+        }
+        let position = items.iter().enumerate().map(|(p, i)| (*i, p as u32)).collect();
+        Some((generation, CollabModel { items, position, popularity, knn, ease, interactions }))
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(len)?;
+        let out = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+}
+
 /// The history with one entry per item, the last value winning, ordered by item id.
 fn dedupe(history: &[(i64, f32)]) -> History {
     let mut last: HashMap<i64, f32> = HashMap::with_capacity(history.len());
@@ -370,6 +462,27 @@ mod tests {
         assert!(!m.has_ease());
         assert_eq!(m.best_similarity(), Similarity::Knn);
         assert_eq!(m.scores(&[(1, 1.0)], Similarity::Ease), m.scores(&[(1, 1.0)], Similarity::Knn));
+    }
+
+    #[test]
+    fn the_saved_model_reads_back_the_same_and_damage_is_refused() {
+        let h = histories();
+        for params in [CollabParams::default(), CollabParams { ease_max_items: 3, ..Default::default() }] {
+            let m = CollabModel::build(&h, params);
+            let bytes = m.to_bytes(42);
+            let (generation, back) = CollabModel::from_bytes(&bytes).expect("reads back");
+            assert_eq!(generation, 42);
+            assert_eq!((back.items(), back.interactions, back.has_ease()), (m.items(), m.interactions, m.has_ease()));
+            for s in [Similarity::Knn, Similarity::Ease] {
+                assert_eq!(back.scores(&[(1, 1.0), (3, -1.0)], s), m.scores(&[(1, 1.0), (3, -1.0)], s));
+            }
+            assert_eq!(back.popularity(2), m.popularity(2));
+            assert!(CollabModel::from_bytes(&bytes[..bytes.len() - 1]).is_none(), "cut off");
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(CollabModel::from_bytes(&longer).is_none(), "trailing bytes");
+            assert!(CollabModel::from_bytes(b"MRRCOLB0").is_none(), "another layout");
+        }
     }
 
     #[test]

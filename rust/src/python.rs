@@ -528,6 +528,13 @@ impl PyMemoryStore {
         Ok((PyArray1::from_vec(py, signals.items), values, seeds))
     }
 
+    /// Loads the collaborative index ahead of the first grounding (the saved one, or rebuilt
+    /// when stale); what a rebuild did, or None.
+    fn open_collab<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let r = py.detach(|| self.inner.open_collab()).py_err(py)?;
+        r.map(|r| collab_dict(py, &r)).transpose()
+    }
+
     /// Rebuilds the collaborative index (item-kNN, EASE) from the interactions now.
     fn rebuild_collab<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let r = py.detach(|| self.inner.rebuild_collab()).py_err(py)?;

@@ -63,3 +63,26 @@ fn the_generation_counts_interaction_changes_and_feedback_counts_at_once() {
         assert!((g.contributions.iter().sum::<f32>() - g.hit.score).abs() < 1e-4);
     }
 }
+
+#[test]
+fn the_index_is_saved_for_the_next_process_and_a_damaged_file_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = Weights::from_pairs([("user_cf", 1.0)]).unwrap();
+    let ask = GroundRequest { user: Some("7".into()), ..Default::default() };
+    let top = |store: &mrrec_core::MemoryStore| -> Vec<i64> {
+        store.ground_fused(&ask, &cf, 20).unwrap().iter().map(|g| g.hit.item_id).collect()
+    };
+    let first = {
+        let store = open(dir.path());
+        store.import(ImportKind::MovieLens100k, &ml100k(), &ImportOptions::default(), &mut no_progress()).unwrap();
+        embed_all(&store);
+        top(&store)
+    };
+    let saved = dir.path().join(mrrec_core::store::COLLAB_FILE);
+    let size = std::fs::metadata(&saved).unwrap().len();
+    assert!(size > 1682 * 1682 * 4, "EASE's weights are saved");
+    assert_eq!(top(&open(dir.path())), first, "read back by the next process");
+    std::fs::write(&saved, b"MRRCOLB1 cut off").unwrap();
+    assert_eq!(top(&open(dir.path())), first, "rebuilt from the records");
+    assert_eq!(std::fs::metadata(&saved).unwrap().len(), size, "and saved again");
+}

@@ -64,6 +64,11 @@ def import_command(
             report = ws.import_data(kind, path, user=user, keywords=keywords, progress=on_progress)
         report["embedded"] = 0 if no_embed else embed_with_progress(ws)
         report["pending_embeddings"] = ws.pending_embeddings()
+        # The collaborative index follows the new interactions now (saved for every process),
+        # not on the first answer.
+        with progress_bar(counts=False) as bar:
+            bar.add_task("updating the collaborative index", total=None)
+            report["collab"] = ws.store.open_collab()
     if as_json:
         emit_json(report)
         return

@@ -128,10 +128,12 @@ class MrrecApp(App[None]):
             self.run_task(self.load_model, name="load-model", label="loading the model…")
 
     def load_model(self) -> LanguageModel:
-        """The bundle's LLM and embedder, loaded once (from any thread)."""
+        """The bundle's LLM, the embedder and the collaborative index, loaded once (from any
+        thread): the first answer pays none of them."""
         with self._model_lock:
             model = self.workspace.model
             _ = self.workspace.embedder
+            self.workspace.store.open_collab()
         return model
 
     def set_user(self, user: str) -> None:

@@ -20,6 +20,17 @@ use crate::grounding::{named_items, Signals, Weights, POPULARITY, PROFILE, REQUE
 use crate::model::ItemHit;
 use crate::vector::{dot, from_blob};
 
+/// The saved collaborative index, beside the database (derived: deleting it costs a rebuild).
+pub const COLLAB_FILE: &str = "collab.bin";
+
+/// Writes `bytes` to a temporary file, then renames it over `path`: readers see the old file or
+/// the new one, never a part.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("bin.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// A dislike's source; every other record is a positive interaction.
 const DISLIKE_SOURCE: &str = "feedback:dislike";
 
@@ -154,15 +165,26 @@ impl MemoryStore {
         Ok(m)
     }
 
-    /// The collaborative model; rebuilt when `force`, when there is none, or when the
-    /// interactions changed by at least 1% (and at least one) since it was built.
+    /// The collaborative model: the one in memory, else the saved one ([`COLLAB_FILE`]), while
+    /// the interactions changed by less than 1% since it was built; else (or when `force`)
+    /// rebuilt from the records and saved, so the next process starts with it.
     fn collab_state(&self, force: bool) -> Result<(Arc<CollabState>, Option<CollabReport>)> {
         let mut slot = lock(&self.grounding.collab);
         let generation = read_meta(&self.reader(), "interactions_generation")?;
-        if let (Some(state), false) = (slot.as_ref(), force) {
-            let changed = (generation - state.generation).unsigned_abs() as usize;
-            if changed == 0 || changed < state.model.interactions.div_ceil(100) {
+        let current = |built: i64, model: &CollabModel| {
+            let changed = (generation - built).unsigned_abs() as usize;
+            changed == 0 || changed < model.interactions.div_ceil(100)
+        };
+        if !force {
+            if let Some(state) = slot.as_ref().filter(|s| current(s.generation, &s.model)) {
                 return Ok((state.clone(), None));
+            }
+            let path = self.home.join(COLLAB_FILE);
+            let saved = std::fs::read(&path).ok().and_then(|b| CollabModel::from_bytes(&b));
+            if let Some((built, model)) = saved.filter(|(built, model)| current(*built, model)) {
+                let state = Arc::new(CollabState { generation: built, model });
+                *slot = Some(state.clone());
+                return Ok((state, None));
             }
         }
         let started = Instant::now();
@@ -180,9 +202,18 @@ impl MemoryStore {
             ease: model.has_ease(),
             seconds: started.elapsed().as_secs_f64(),
         };
+        // Best effort: a home that cannot be written (read-only, full) still grounds, and the
+        // next process rebuilds.
+        let _ = write_atomically(&self.home.join(COLLAB_FILE), &model.to_bytes(generation));
         let state = Arc::new(CollabState { generation, model });
         *slot = Some(state.clone());
         Ok((state, Some(report)))
+    }
+
+    /// Loads the collaborative index (the saved one, or rebuilt if stale or missing) ahead of
+    /// the first grounding; says what a rebuild did, `None` when none was needed.
+    pub fn open_collab(&self) -> Result<Option<CollabReport>> {
+        Ok(self.collab_state(false)?.1)
     }
 
     /// Rebuilds the collaborative index from the records now (after an import, `mrrec index

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::Stats;
 use crate::schema;
 
-pub use collab::{CollabReport, GroundRequest, GroundedItem};
+pub use collab::{CollabReport, GroundRequest, GroundedItem, COLLAB_FILE};
 pub use conversations::{Conversation, Message};
 pub use embeddings::EmbeddingTarget;
 pub use history::{Draft, FeedbackOutcome, HistoryRecord};
