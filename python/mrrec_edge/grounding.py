@@ -41,15 +41,16 @@ REQUEST_ONLY = {"request": 1.0}
 #: The profile alone: MR.Rec's original grounding, before the collaborative signals.
 PROFILE_ONLY = {"profile": 1.0}
 
-#: The fit committed with the RL adapter (``training/adapter/grounding.json``: 250 train queries,
-#: train NDCG@10 0.195; docs/RESULTS.md, "collaborative grounding"), for a bundle built without
-#: a fit (the device cannot read training/).
+#: The fit committed with the RL adapter (``training/adapter/grounding.json``: the hybrid
+#: weights from 1,000 train queries, then profile and seed_cf on the model's answers to 250;
+#: docs/RESULTS.md, "collaborative grounding"), for a bundle built without a fit (the device
+#: cannot read training/).
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "profile": 1.5,
-    "request": 2.0,
-    "user_cf": 0.5,
+    "profile": 0.35,
+    "request": 0.75,
+    "user_cf": 0.35,
     "seed_cf": 0.1,
-    "popularity": 2.0,
+    "popularity": 0.35,
 }
 
 #: A fit's file name, beside the adapter whose profiles it was fit on (``mrrec bundle build``
@@ -156,31 +157,33 @@ def fit_weights(
     queries: Sequence[FitQuery],
     signals: Sequence[str],
     *,
+    fixed: Mapping[str, float] | None = None,
     seed: int = 0,
     restarts: int = 4,
     rounds: int = 6,
 ) -> tuple[dict[str, float], float]:
-    """Weights for ``signals`` (the others stay 0) that maximise NDCG@10 on ``queries``.
+    """Weights for ``signals`` that maximise NDCG@10 on ``queries``, the ``fixed`` weights held
+    as given (every other signal stays 0). Returns all the weights and the NDCG@10.
 
-    Coordinate ascent over :data:`GRID`: starting from equal weights, from the model-free
-    signals alone at equal weights (so a fit with the model's signals starts where the
-    ``hybrid`` baseline's would), and from ``restarts - 1`` seeded random points on the grid,
-    each round sets every weight in turn (in a seeded order) to
-    its best grid value given the others, until a round changes nothing. The best start wins;
-    ties keep the earlier start. Deterministic for a given ``seed``.
+    Coordinate ascent over :data:`GRID`: starting from equal weights (and, when ``fixed`` has
+    weights, from the fixed part alone), and from ``restarts - 1`` seeded random points on the
+    grid, each round sets every weight in turn (in a seeded order) to its best grid value given
+    the others, until a round changes nothing. The best start wins; ties keep the earlier start.
+    Deterministic for a given ``seed``.
     """
-    unknown = [s for s in signals if s not in SIGNALS]
+    fixed = {s: w for s, w in (fixed or {}).items() if s not in signals}
+    unknown = [s for s in [*signals, *fixed] if s not in SIGNALS]
     if unknown or not signals:
         raise InputError(f"cannot fit signals {list(signals)}: choose from {', '.join(SIGNALS)}")
     rng = random.Random(f"{seed}:grounding-fit")
     starts = [dict.fromkeys(signals, 1.0)]
-    if set(MODEL_FREE) < set(signals):
-        starts.append({s: 1.0 if s in MODEL_FREE else 0.0 for s in signals})
+    if any(fixed.values()):
+        starts.append(dict.fromkeys(signals, 0.0))
     for _ in range(restarts - 1):
         starts.append({s: rng.choice(GRID[1:]) for s in signals})
     best: tuple[dict[str, float], float] | None = None
     for start in starts:
-        weights = dict(start)
+        weights = {**fixed, **start}
         score = ndcg_at_k(queries, weights)
         for _ in range(rounds):
             changed = False

@@ -58,6 +58,10 @@ def test_the_fit_finds_the_informative_signals_and_is_deterministic() -> None:
     # Signals left out of a fit stay out.
     hybrid, _ = fit_weights(queries, MODEL_FREE, seed=0)
     assert set(hybrid) <= set(MODEL_FREE)
+    # Fixed weights are held; the fit starts from them alone, so it never does worse.
+    staged, staged_score = fit_weights(queries, ["user_cf"], fixed={"request": 0.5}, seed=0)
+    assert staged["request"] == 0.5 and set(staged) <= {"request", "user_cf"}
+    assert staged_score >= ndcg_at_k(queries, {"request": 0.5})
 
 
 def test_bad_weights_are_named() -> None:

@@ -174,6 +174,7 @@ def eval_command(
         if fit_out is not None:
             fit = fit_model(
                 ws,
+                dataset,
                 evaluation.examples,
                 evaluation.results[model_rows[0]],
                 seed=seed,
