@@ -32,6 +32,9 @@ ProgressFn = Callable[[int], None]
 
 FEEDBACK_KINDS = ("like", "dislike", "seen", "rate=N")
 
+#: Query vectors :meth:`Workspace.embed_query` keeps.
+RECENT_VECTORS = 8
+
 #: Extra candidates grounded so that the twins :meth:`Workspace.ground` drops leave ``k`` items.
 TWIN_MARGIN = 20
 
@@ -66,6 +69,7 @@ class Workspace:
             expansion_search=r.expansion_search,
         )
         self._embedder: Embedder | None = None
+        self._recent_vectors: dict[str, np.ndarray] = {}  # text -> vector, oldest first
         self._model: LanguageModel | None = None
 
     @classmethod
@@ -92,7 +96,16 @@ class Workspace:
         return self._embedder
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embedder.embed([text])[0]
+        """``text``'s vector. The last few are kept: an answer embeds its request for global
+        memory and again for grounding."""
+        vector = self._recent_vectors.pop(text, None)
+        if vector is None:
+            vector = self.embedder.embed([text])[0]
+            vector.setflags(write=False)  # shared between callers
+        self._recent_vectors[text] = vector
+        while len(self._recent_vectors) > RECENT_VECTORS:
+            del self._recent_vectors[next(iter(self._recent_vectors))]
+        return vector
 
     def pending_embeddings(self) -> int:
         pending = self.store.stats()["pending_embeddings"]

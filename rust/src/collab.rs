@@ -85,11 +85,11 @@ impl CollabModel {
                 popularity[*p as usize] += 1.0;
             }
         }
-        // Users of each item: the columns, for co-occurrence by accumulation.
-        let mut by_item: Vec<Vec<u32>> = vec![Vec::new(); n];
+        // Users of each item with their value: the columns, for co-occurrence by accumulation.
+        let mut by_item: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
         for (u, row) in rows.iter().enumerate() {
-            for (p, _) in row {
-                by_item[*p as usize].push(u as u32);
+            for (p, v) in row {
+                by_item[*p as usize].push((u as u32, *v));
             }
         }
         // Up to EASE's size every neighbour is kept (no larger than EASE's own matrix).
@@ -110,7 +110,7 @@ impl CollabModel {
 
     /// Users who interacted with `item` (0 for an item nobody has).
     pub fn popularity(&self, item: i64) -> f32 {
-        self.position.get(&item).map_or(0.0, |p| self.popularity[*p as usize])
+        self.position_of(item).map_or(0.0, |p| self.popularity[p])
     }
 
     /// EASE when it was built, item-kNN otherwise.
@@ -151,8 +151,17 @@ impl CollabModel {
         let (Some(&a), Some(&b)) = (self.position.get(&seed), self.position.get(&item)) else { return 0.0 };
         match (similarity, &self.ease) {
             (Similarity::Ease, Some(w)) => w[a as usize * self.items.len() + b as usize],
-            _ => self.knn[a as usize].iter().find(|(q, _)| *q == b).map_or(0.0, |(_, s)| *s),
+            // Neighbour lists are ordered by position.
+            _ => {
+                let list = &self.knn[a as usize];
+                list.binary_search_by_key(&b, |(q, _)| *q).map_or(0.0, |at| list[at].1)
+            }
         }
+    }
+
+    /// The position of `item` in [`CollabModel::items`] (and in [`CollabModel::scores`]).
+    pub fn position_of(&self, item: i64) -> Option<usize> {
+        self.position.get(&item).map(|p| *p as usize)
     }
 }
 
@@ -262,25 +271,19 @@ fn dedupe(history: &[(i64, f32)]) -> History {
 /// Cosine between the (signed) item columns, the `keep` largest per item (ties by position).
 fn knn_neighbors(
     rows: &[Vec<(u32, f32)>],
-    by_item: &[Vec<u32>],
+    by_item: &[Vec<(u32, f32)>],
     popularity: &[f32],
     keep: usize,
 ) -> Vec<Vec<(u32, f32)>> {
     let n = by_item.len();
     // |column|² = number of users (values are ±1).
     let norms: Vec<f32> = popularity.iter().map(|c| c.sqrt().max(f32::MIN_POSITIVE)).collect();
-    // Each user's value for an item, to sign the co-occurrences.
-    let value_of = |u: u32, p: u32| -> f32 {
-        let row = &rows[u as usize];
-        row.iter().find(|(q, _)| *q == p).map_or(0.0, |(_, v)| *v)
-    };
     let mut acc = vec![0f32; n];
     let mut marked = vec![false; n];
     let mut touched: Vec<u32> = Vec::new();
     let mut out = Vec::with_capacity(n);
     for (p, users) in by_item.iter().enumerate() {
-        for &u in users {
-            let own = value_of(u, p as u32);
+        for &(u, own) in users {
             for (q, v) in &rows[u as usize] {
                 if *q as usize == p {
                     continue;

@@ -83,8 +83,8 @@ impl Signals {
         out
     }
 
-    /// Positions of the `k` best candidates by fused score, ties by smaller item id.
-    pub fn top(&self, weights: &Weights, k: usize) -> Vec<usize> {
+    /// The `k` best candidates by fused score, ties by smaller item id: (position, score).
+    pub fn top(&self, weights: &Weights, k: usize) -> Vec<(usize, f32)> {
         let scores = self.fuse(weights);
         let mut order: Vec<usize> = (0..self.items.len()).collect();
         let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(self.items[*a].cmp(&self.items[*b]));
@@ -93,7 +93,7 @@ impl Signals {
             order.truncate(k);
         }
         order.sort_unstable_by(cmp);
-        order
+        order.into_iter().map(|c| (c, scores[c])).collect()
     }
 }
 
@@ -166,9 +166,9 @@ mod tests {
         let mut s = signals();
         s.normalize();
         let profile_only = Weights::from_pairs([("profile", 1.0)]).unwrap();
-        assert_eq!(s.top(&profile_only, 4).iter().map(|p| s.items[*p]).collect::<Vec<_>>(), vec![10, 12, 13, 11]);
+        assert_eq!(s.top(&profile_only, 4).iter().map(|(p, _)| s.items[*p]).collect::<Vec<_>>(), vec![10, 12, 13, 11]);
         let cf_only = Weights::from_pairs([("user_cf", 1.0)]).unwrap();
-        assert_eq!(s.top(&cf_only, 2).iter().map(|p| s.items[*p]).collect::<Vec<_>>(), vec![11, 13]);
+        assert_eq!(s.top(&cf_only, 2).iter().map(|(p, _)| s.items[*p]).collect::<Vec<_>>(), vec![11, 13]);
         let both = Weights::from_pairs([("profile", 1.0), ("user_cf", 1.0)]).unwrap();
         let fused = s.fuse(&both);
         for (c, total) in fused.iter().enumerate() {

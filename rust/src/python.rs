@@ -523,7 +523,7 @@ impl PyMemoryStore {
         py: Python<'py>,
         request: &PyGroundRequest,
     ) -> PyResult<(Bound<'py, PyArray1<i64>>, Vec<Bound<'py, PyArray1<f32>>>, Vec<i64>)> {
-        let (signals, _, seeds) = py.detach(|| self.inner.grounding_signals(&request.inner)).py_err(py)?;
+        let (signals, seeds) = py.detach(|| self.inner.grounding_signals(&request.inner)).py_err(py)?;
         let values = signals.values.into_iter().map(|v| PyArray1::from_vec(py, v)).collect();
         Ok((PyArray1::from_vec(py, signals.items), values, seeds))
     }

@@ -201,12 +201,12 @@ class Evaluation:
         """
         rows = [self.row(name) for name in self.plan.rows]
         done = {row.name: self._load_checkpoint(row) for row in rows}
+        by_id = {e["id"]: e for e in self.examples}
         for row in rows:
             if row.kind == "assistant" and done[row.name]:
                 # A model's answer does not depend on the grounding weights: kept answers are
                 # grounded again with the weights in force, so a new fit costs no model turns.
                 weights = self.grounding_weights(model_role(row, self.bundles) or "base")
-                by_id = {e["id"]: e for e in self.examples}
                 done[row.name] = {
                     i: replace(r, ranking=self._ground_answer(by_id[i], r, weights))
                     for i, r in done[row.name].items()

@@ -252,12 +252,17 @@ impl MemoryStore {
         Ok(out)
     }
 
-    /// Every signal over the request's candidates, z-scored; the seeds of `seed_cf`; and the
-    /// user's signed history. The evaluation fits the weights on these.
-    pub fn grounding_signals(&self, req: &GroundRequest) -> Result<(Signals, History, Vec<i64>)> {
-        let catalog = self.catalog_matrix()?;
+    /// Every signal over the request's candidates, z-scored, and the seeds of `seed_cf`. The
+    /// evaluation fits the weights on these.
+    pub fn grounding_signals(&self, req: &GroundRequest) -> Result<(Signals, Vec<i64>)> {
         let (collab, _) = self.collab_state(false)?;
-        let model = &collab.model;
+        let (signals, _, seeds) = self.signals_with(&collab.model, req)?;
+        Ok((signals, seeds))
+    }
+
+    /// [`MemoryStore::grounding_signals`] over `model`, with the user's signed history.
+    fn signals_with(&self, model: &CollabModel, req: &GroundRequest) -> Result<(Signals, History, Vec<i64>)> {
+        let catalog = self.catalog_matrix()?;
         let similarity = req.similarity.unwrap_or_else(|| model.best_similarity());
         let history = self.signed_history(req.user.as_deref())?;
 
@@ -298,9 +303,8 @@ impl MemoryStore {
                 .collect())
         };
         // CF scores come per model item; candidates the model does not know score 0.
-        let position: HashMap<i64, usize> = model.items().iter().enumerate().map(|(p, i)| (*i, p)).collect();
         let on_candidates = |scores: Vec<f32>| -> Vec<f32> {
-            candidates.iter().map(|c| position.get(&catalog.items[*c]).map_or(0.0, |p| scores[*p])).collect()
+            candidates.iter().map(|c| model.position_of(catalog.items[*c]).map_or(0.0, |p| scores[p])).collect()
         };
         let seed_history: History = seeds.iter().map(|i| (*i, 1.0)).collect();
         let mut values: [Vec<f32>; SIGNALS.len()] = Default::default();
@@ -316,12 +320,11 @@ impl MemoryStore {
 
     /// The `k` best catalog items for a request under `weights`, with what drove each.
     pub fn ground_fused(&self, req: &GroundRequest, weights: &Weights, k: usize) -> Result<Vec<GroundedItem>> {
-        let (signals, history, seeds) = self.grounding_signals(req)?;
-        let top = signals.top(weights, k);
         let (collab, _) = self.collab_state(false)?;
         let model = &collab.model;
+        let (signals, history, seeds) = self.signals_with(model, req)?;
+        let top = signals.top(weights, k);
         let similarity = req.similarity.unwrap_or_else(|| model.best_similarity());
-        let fused = signals.fuse(weights);
         // Supporters: liked history items (CF) and the seeds, by their similarity to the item.
         let mut support: Vec<i64> = Vec::new();
         if weights.uses(USER_CF) {
@@ -330,12 +333,12 @@ impl MemoryStore {
         if weights.uses(SEED_CF) {
             support.extend(seeds.iter().filter(|s| !support.contains(s)).copied().collect::<Vec<_>>());
         }
-        let scored: Vec<(i64, f32)> = top.iter().map(|c| (signals.items[*c], fused[*c])).collect();
+        let scored: Vec<(i64, f32)> = top.iter().map(|(c, score)| (signals.items[*c], *score)).collect();
         let hits = self.item_hits(scored)?;
         Ok(hits
             .into_iter()
             .zip(&top)
-            .map(|(hit, c)| {
+            .map(|(hit, (c, _))| {
                 let mut because: Vec<(i64, f32)> = support
                     .iter()
                     .map(|s| (*s, model.similarity(*s, hit.item_id, similarity)))
