@@ -18,8 +18,10 @@ from mrrec_edge.grounding import (
     FitQuery,
     check_weights,
     fit_weights,
+    load_fit,
     ndcg_at_k,
     resolve_weights,
+    write_fit,
 )
 from mrrec_edge.workspace import Workspace
 
@@ -73,6 +75,19 @@ def test_bad_weights_are_named() -> None:
         check_weights({"request": 0}, "here")
     with pytest.raises(InputError, match="cannot fit signals"):
         fit_weights([], ["nope"])
+
+
+def test_a_bad_fit_file_is_named_and_a_good_one_reads_back(tmp_path: Path) -> None:
+    path = tmp_path / "grounding.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match=r"grounding.json: cannot read grounding weights"):
+        load_fit(path)
+    path.write_text('{"weights": {"request": 1, "popularity": "a lot"}}')
+    with pytest.raises(InputError, match=r"grounding.json: popularity must be a non-negative"):
+        load_fit(path)
+    write_fit(path, {"weights": {"request": 1.0}, "fit": {"queries": 3}})
+    assert load_fit(path) == {"weights": {"request": 1.0}, "fit": {"queries": 3}}
+    assert [p.name for p in tmp_path.iterdir()] == ["grounding.json"]  # no temp file left
 
 
 def test_config_grounding_overrides_the_bundle_and_bad_tables_fail(tmp_path: Path) -> None:
