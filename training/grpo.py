@@ -17,6 +17,11 @@ prompt; retrieved memory sits in the prompts of later turns, so its tokens are n
 (nor are the system prompt, global memory and query). The mean is over all completion tokens of
 the step on a rank (token-level, as in DAPO), and DDP averages the ranks' gradients.
 
+A query's rollouts are scored in one forward pass (:mod:`training.packing`): their shared first
+prompt once, each rollout's turns as one branch after it. A group whose rewards are all equal
+has no advantage (only the KL term would reach it) and is left out of the loss with
+``skip_equal_groups`` (DAPO's filter); its share is the ``zero_std_groups`` metric.
+
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
 disabled (no second copy). The shipped adapter joins both into one
@@ -52,6 +57,7 @@ from mrrec_edge._core import ranking_metrics
 from training import data as data_mod
 from training.dist import Dist
 from training.lora import concat_adapters, save_adapter
+from training.packing import PackedRow, pack, packed_logprobs, rollout_paths
 from training.policy import ScoredTurn, TorchPolicy
 from training.recipe import Recipe
 from training.rewards import REWARDS, Rollout, check_weights
@@ -64,7 +70,6 @@ from training.trainer import (
     dummy_turn,
     grad_norm_step,
     load_policy,
-    logprobs,
     optimizer_for,
     stage_main,
     wrap,
@@ -96,40 +101,53 @@ def group_advantages(rewards: Sequence[float], group_size: int, *, scale: bool) 
 
 
 @dataclass
-class Scored:
-    """A turn in the loss, with its rollout's advantage and, once computed, the reference's and
-    the sampling policy's log-probabilities of its tokens."""
+class Group:
+    """One query's rollouts packed in one row (see :mod:`training.packing`), the advantage of
+    each scored token, and, once computed, the reference's and the sampling policy's
+    log-probabilities of those tokens."""
 
-    turn: ScoredTurn
-    advantage: float
+    row: PackedRow
+    advantages: list[float]
     ref: torch.Tensor | None = None
     old: torch.Tensor | None = None
 
     @property
-    def length(self) -> int:
-        return len(self.turn.prompt_ids) + len(self.turn.completion_ids)
+    def tokens(self) -> int:
+        return len(self.row.targets)
 
 
-def _pad_left(rows: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
-    out = torch.zeros((len(rows), width), device=device)
-    for i, row in enumerate(rows):
-        out[i, width - row.shape[0] :] = row.to(device)
-    return out
+def pack_groups(
+    turns: Sequence[Sequence[ScoredTurn]],
+    advantages: Sequence[float],
+    group_size: int,
+    *,
+    skip_equal: bool,
+) -> list[Group]:
+    """The rollouts' scored turns (``turns[i]`` those of rollout ``i``), one packed row per
+    query; with ``skip_equal``, queries whose advantages are all zero are left out."""
+    groups = []
+    for start in range(0, len(turns), group_size):
+        members = range(start, start + group_size)
+        if skip_equal and all(advantages[i] == 0.0 for i in members):
+            continue
+        paths = [path for i in members for path in rollout_paths(turns[i], owner=i)]
+        row = pack(paths)
+        groups.append(Group(row, [advantages[i] for i in row.owners]))
+    return groups
 
 
-def _chunks(items: list[Scored], size: int) -> list[list[Scored]]:
-    order = sorted(items, key=lambda s: s.length)
-    return [order[i : i + size] for i in range(0, len(order), size)]
+def _dummy_group(tokenizer: Any) -> Group:
+    """A one-token group for a rank with nothing to train on, so DDP's all-reduce still meets."""
+    t = dummy_turn(tokenizer)
+    return Group(pack(rollout_paths([t], owner=0)), [0.0])
 
 
 @torch.no_grad()
-def _fill(model: Any, chunks: list[list[Scored]], attr: str, d: Dist, tok: Any, autocast: Any):
-    """Stores each turn's completion log-probabilities (no gradient) in ``attr``."""
-    for chunk in chunks:
-        logp, mask = logprobs(model, [s.turn for s in chunk], d=d, tokenizer=tok, autocast=autocast)
-        for row, s in enumerate(chunk):
-            n = len(s.turn.completion_ids)
-            setattr(s, attr, logp[row, mask.shape[1] - n :].detach().cpu())
+def _fill(model: Any, groups: list[Group], attr: str, d: Dist, autocast: Any) -> None:
+    """Stores each group's scored log-probabilities (no gradient) in ``attr``."""
+    for g in groups:
+        logp = packed_logprobs(model, g.row, device=d.device, autocast=autocast)
+        setattr(g, attr, logp.detach().cpu())
 
 
 def policy_loss(
@@ -142,10 +160,11 @@ def policy_loss(
     epsilon: float,
     beta: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sum over masked tokens of the clipped objective (+ KL); and the sums for the metrics."""
+    """Sum over masked tokens of the clipped objective (+ KL); and the sums for the metrics.
+    ``advantages`` broadcast against ``logp`` (one per token, or one per row as ``[n, 1]``)."""
     ratio = torch.exp(logp - old)
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
-    a = advantages.unsqueeze(-1)
+    a = advantages
     per_token = -torch.minimum(ratio * a, clipped * a)
     kl = torch.zeros_like(logp)
     if ref is not None:
@@ -163,37 +182,27 @@ def policy_loss(
 def grpo_backward(
     trained: Any,
     d: Dist,
-    tok: Any,
-    items: list[Scored],
+    tokenizer: Any,
+    groups: list[Group],
     *,
-    micro: int,
     epsilon: float,
     beta: float,
     autocast: Any,
 ) -> dict[str, float]:
-    """One pass of backward over ``items`` (scaled to the mean over their tokens)."""
-    chunks = _chunks(items, micro)
-    tokens = sum(len(s.turn.completion_ids) for s in items)
-    if not chunks:  # nothing here, but DDP's all-reduce needs this rank too
-        chunks = [[Scored(dummy_turn(tok), 0.0)]]
+    """One pass of backward over ``groups``, one forward each (scaled to the mean over their
+    scored tokens)."""
+    tokens = sum(g.tokens for g in groups)
+    batches = groups or [_dummy_group(tokenizer)]
     scale = 1.0 / tokens if tokens else 0.0
     sums = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
 
     def loss_of(i: int) -> torch.Tensor:
-        chunk = chunks[i]
-        logp, mask = logprobs(
-            trained, [s.turn for s in chunk], d=d, tokenizer=tok, autocast=autocast
-        )
-        width = mask.shape[1]
-        adv = torch.tensor([s.advantage for s in chunk], device=logp.device)
-        old = (
-            _pad_left([s.old for s in chunk], width, logp.device)
-            if all(s.old is not None for s in chunk)
-            else logp.detach()
-        )
-        ref = None
-        if beta > 0 and all(s.ref is not None for s in chunk):
-            ref = _pad_left([s.ref for s in chunk], width, logp.device)
+        g = batches[i]
+        logp = packed_logprobs(trained, g.row, device=d.device, autocast=autocast)
+        adv = torch.tensor(g.advantages, device=logp.device)
+        old = g.old.to(logp.device) if g.old is not None else logp.detach()
+        ref = g.ref.to(logp.device) if beta > 0 and g.ref is not None else None
+        mask = torch.ones_like(logp, dtype=torch.bool)
         loss, parts = policy_loss(logp, mask, adv, old, ref, epsilon=epsilon, beta=beta)
         if tokens:
             sums["loss"] += float(loss.detach())
@@ -201,7 +210,7 @@ def grpo_backward(
                 sums[k] += float(v)
         return loss * scale
 
-    backward_all(trained, d, chunks, loss_of)
+    backward_all(trained, d, batches, loss_of)
     n = max(1, tokens)
     return {"loss": sums["loss"] / n, "kl": sums["kl"] / n, "clip_frac": sums["clipped"] / n}
 
@@ -284,19 +293,15 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
         totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
         advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
-        items = [
-            Scored(ScoredTurn(*policy.turn_ids(p, c)), a)
-            for r, a in zip(rs, advantages, strict=True)
-            for p, c in r.turns
-        ]
+        turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
+        groups = pack_groups(turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups)
         t_rollout = time.perf_counter() - t0
 
-        chunks = _chunks(items, cfg.micro_batch)
-        if cfg.beta > 0:
+        if cfg.beta > 0 and groups:
             with model.disable_adapter():
-                _fill(model, chunks, "ref", d, tokenizer, autocast)
+                _fill(model, groups, "ref", d, autocast)
         if cfg.ppo_epochs > 1:
-            _fill(model, chunks, "old", d, tokenizer, autocast)
+            _fill(model, groups, "old", d, autocast)
         model.train()
         losses: dict[str, float] = {}
         norm = 0.0
@@ -305,8 +310,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
                 trained,
                 d,
                 tokenizer,
-                items,
-                micro=cfg.micro_batch,
+                groups,
                 epsilon=cfg.epsilon,
                 beta=cfg.beta,
                 autocast=autocast,
@@ -315,7 +319,10 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         seconds = time.perf_counter() - t0
         local = rollout_metrics(rs, totals, cfg.group_size)
         local.update(losses)
-        local["completion_tokens"] = sum(len(s.turn.completion_ids) for s in items) / len(rs)
+        completions = sum(len(t.completion_ids) for ts in turns for t in ts)
+        local["completion_tokens"] = completions / len(rs)
+        local["scored_tokens"] = sum(g.tokens for g in groups) / len(rs)
+        local["packed_tokens"] = sum(len(g.row.ids) for g in groups) / len(rs)
         local.update(seconds_rollout=t_rollout, seconds_train=seconds - t_rollout, seconds=seconds)
         metrics = d.mean(local)
         metrics.update(

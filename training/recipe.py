@@ -127,9 +127,11 @@ class GRPOConfig:
     beta: float = 0.04
     #: Optimizer passes over each batch of rollouts (1: on-policy, the ratio starts at 1).
     ppo_epochs: int = 1
-    micro_batch: int = 8
     #: Divide advantages by the group's standard deviation (GRPO); false: only centre them.
     scale_rewards: bool = True
+    #: Leave groups whose rewards are all equal out of the loss (DAPO's filter): they have no
+    #: advantage, and scoring them costs a forward and backward for the KL term alone.
+    skip_equal_groups: bool = True
     #: The adapter GRPO starts from: "sft" (this recipe's SFT output), "" (the base model), or a
     #: path to a PEFT folder.
     init_adapter: str = "sft"

@@ -98,7 +98,7 @@ def micro_batches(items: Sequence[ScoredTurn], size: int) -> list[list[ScoredTur
 
 
 def backward_all(
-    trained: Any, d: Dist, batches: Sequence[list[ScoredTurn]], loss_of: Callable[[int], Any]
+    trained: Any, d: Dist, batches: Sequence[Any], loss_of: Callable[[int], Any]
 ) -> None:
     """Backward passes over ``batches``; DDP all-reduces gradients on the last one only."""
     for i in range(len(batches)):

@@ -17,6 +17,7 @@ from training.policy import Lockstep, Request, ScoredTurn, turn_logprobs  # noqa
 from training.recipe import RECIPES_DIR, load_recipe  # noqa: E402
 
 from mrrec_edge.errors import ConfigError  # noqa: E402
+from tests.training.tiny import tiny_llama  # noqa: E402
 
 
 def test_every_recipe_loads_and_overrides_apply() -> None:
@@ -79,24 +80,8 @@ def test_lockstep_batches_every_waiting_job_in_job_order() -> None:
         lockstep.run([failing, lambda: lockstep.generate(Request("y", 8, 1.0))])
 
 
-def _tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
 def test_turn_logprobs_match_unpadded_forward_passes() -> None:
-    model = _tiny_llama()
+    model = tiny_llama()
     turns = [
         ScoredTurn([5, 6, 7, 8, 9, 10], [11, 12]),
         ScoredTurn([20, 21], [22, 23, 24, 25]),
@@ -131,20 +116,20 @@ def test_concat_adapters_equals_merging_one_then_applying_the_other(tmp_path: Pa
 
     first, second = tmp_path / "first", tmp_path / "second"
     torch.manual_seed(1)
-    lora(_tiny_llama(), 4, 8, targets).save_pretrained(str(first))
+    lora(tiny_llama(), 4, 8, targets).save_pretrained(str(first))
     torch.manual_seed(2)
-    lora(_tiny_llama(), 2, 7, [*targets, "o_proj"]).save_pretrained(str(second))
+    lora(tiny_llama(), 2, 7, [*targets, "o_proj"]).save_pretrained(str(second))
     joined = concat_adapters(first, second, tmp_path / "joined")
 
     from peft import PeftModel
 
     ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
     with torch.no_grad():
-        stepwise = PeftModel.from_pretrained(merge_adapter(_tiny_llama(), first), str(second))
+        stepwise = PeftModel.from_pretrained(merge_adapter(tiny_llama(), first), str(second))
         expected = stepwise(ids).logits
-        once = PeftModel.from_pretrained(_tiny_llama(), str(joined))
+        once = PeftModel.from_pretrained(tiny_llama(), str(joined))
         got = once(ids).logits
-        base = _tiny_llama()(ids).logits
+        base = tiny_llama()(ids).logits
     assert not torch.allclose(expected, base, atol=1e-4)  # the adapters do something
     assert torch.allclose(got, expected, atol=1e-5)
     config = once.peft_config["default"]
@@ -153,30 +138,49 @@ def test_concat_adapters_equals_merging_one_then_applying_the_other(tmp_path: Pa
 
 def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
     """With one pass (ratio 1) and the reference equal to the policy, the clipped objective's
-    gradient is that of -mean_tokens(A · log p): the clip and the KL add nothing yet."""
+    gradient is that of -mean_tokens(A · log p): the clip and the KL add nothing yet. The
+    packed group (shared prompt, two-turn rollouts) gives the gradient of the turns scored
+    one by one."""
     from types import SimpleNamespace
 
     from peft import LoraConfig, get_peft_model
     from training.dist import Dist
-    from training.grpo import Scored, _chunks, _fill, grpo_backward
+    from training.grpo import _fill, grpo_backward, pack_groups
 
     torch.manual_seed(0)
     model = get_peft_model(
-        _tiny_llama(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        tiny_llama(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     )
     tok = SimpleNamespace(pad_token_id=0, eos_token_id=1)
     d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
-    turns = [ScoredTurn([5, 6, 7], [8, 9]), ScoredTurn([10, 11], [12, 13, 14])]
-    items = [Scored(turns[0], 1.0), Scored(turns[1], -0.5)]
-    _fill(model, _chunks(items, 2), "ref", d, tok, None)
-    grpo_backward(model, d, tok, items, micro=1, epsilon=0.2, beta=0.1, autocast=None)
+    prompt = [5, 6, 7]
+    rollouts = [
+        [ScoredTurn(prompt, [8, 9]), ScoredTurn([*prompt, 8, 9, 40, 41], [12, 13, 14])],
+        [ScoredTurn(prompt, [10]), ScoredTurn([*prompt, 10, 42], [15, 16])],
+    ]
+    advantages = [1.0, -0.5]
+    groups = pack_groups(rollouts, advantages, 2, skip_equal=True)
+    assert len(groups) == 1 and groups[0].tokens == 8
+    _fill(model, groups, "ref", d, None)
+    grpo_backward(model, d, tok, groups, epsilon=0.2, beta=0.1, autocast=None)
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
 
+    turns = [t for r in rollouts for t in r]
     logp, mask = turn_logprobs(model, turns, device=d.device, pad_id=0, autocast=None)
-    adv = torch.tensor([1.0, -0.5]).unsqueeze(-1)
+    adv = torch.tensor([1.0, 1.0, -0.5, -0.5]).unsqueeze(-1)
     (-(adv * logp * mask).sum() / mask.sum()).backward()
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(got[name], p.grad, atol=1e-6), name
     assert any(float(g.abs().sum()) > 0 for g in got.values())
+
+
+def test_groups_with_equal_rewards_are_left_out_of_the_loss() -> None:
+    from training.grpo import group_advantages, pack_groups
+
+    rollouts = [[ScoredTurn([5, 6], [7 + i])] for i in range(4)]
+    advantages = group_advantages([1.0, 1.0, 0.0, 2.0], 2, scale=True)
+    kept = pack_groups(rollouts, advantages, 2, skip_equal=True)
+    assert [g.row.owners for g in kept] == [[2, 3]]
+    assert len(pack_groups(rollouts, advantages, 2, skip_equal=False)) == 2

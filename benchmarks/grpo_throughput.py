@@ -1,0 +1,166 @@
+"""GRPO throughput on this CPU: the first loop (every turn scored on its own) against the
+packed loop (a query's rollouts in one pass, equal-reward groups left out), on the same
+rollouts in one run.
+
+Each of ``--steps`` steps rolls out ``--queries`` training queries ``group_size`` times with the
+policy (the SFT adapter by default), then runs each loop's loss phase on those rollouts: the
+reference's log-probabilities and the clipped objective's forward and backward. No optimizer
+step is taken, so both loops see the same policy and the same rollouts. Reported: where a
+step's time goes, and for each loop the queries with signal (groups whose rewards differ) and
+rollouts per CPU-hour (wall time x threads).
+
+    python benchmarks/grpo_throughput.py --recipe cpu [--steps 3] [--queries 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from training.dist import Dist, seed_everything  # noqa: E402
+from training.grpo import (  # noqa: E402
+    _fill,
+    group_advantages,
+    grpo_backward,
+    init_adapter,
+    pack_groups,
+    policy_loss,
+)
+from training.policy import ScoredTurn, TorchPolicy, turn_logprobs  # noqa: E402
+from training.recipe import add_recipe_args, load_recipe  # noqa: E402
+from training.rewards import REWARDS  # noqa: E402
+from training.rollout import assistant_config, catalog_cutoffs, rollouts  # noqa: E402
+from training.sft import prepare  # noqa: E402
+from training.trainer import load_policy, micro_batches  # noqa: E402
+
+from training import data as data_mod  # noqa: E402
+
+#: Turns per forward pass in the first loop (the cpu recipe's former ``micro_batch``).
+TURN_BATCH = 4
+
+
+def turnwise_loss(model, tok, turns, advantages, *, epsilon: float, beta: float) -> int:
+    """The first loop's loss phase: each turn a sequence of its own, left-padded in batches of
+    similar length, the reference's pass, then forward and backward. Returns the tokens
+    scored."""
+    cpu = torch.device("cpu")
+    items = [(t, a) for ts, a in zip(turns, advantages, strict=True) for t in ts]
+    batches = micro_batches([t for t, _ in items], TURN_BATCH)
+    adv_of = {id(t): a for t, a in items}
+    tokens = sum(len(t.completion_ids) for t, _ in items)
+    refs = []
+    with torch.no_grad(), model.disable_adapter():
+        for b in batches:
+            refs.append(turn_logprobs(model, b, device=cpu, pad_id=tok.pad_token_id, autocast=None))
+    for b, (ref, _) in zip(batches, refs, strict=True):
+        logp, mask = turn_logprobs(model, b, device=cpu, pad_id=tok.pad_token_id, autocast=None)
+        adv = torch.tensor([adv_of[id(t)] for t in b]).unsqueeze(-1)
+        loss, _ = policy_loss(logp, mask, adv, logp.detach(), ref, epsilon=epsilon, beta=beta)
+        (loss / tokens).backward()
+    return tokens
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_args(parser)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=2, help="Queries per step.")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    recipe = load_recipe(args.recipe, args.set)
+    cfg = recipe.grpo
+    d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    ws, examples = prepare(recipe, d)
+    tok, model = load_policy(recipe, d, merge=init_adapter(recipe))
+    seed_everything(recipe.seed)
+    policy = TorchPolicy(model, tok, device=d.device, max_batch=recipe.rollout.max_batch)
+    config = assistant_config(recipe.rollout)
+    cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
+    weights = recipe.rewards.weights
+
+    seconds = {"rollout": 0.0, "turnwise": 0.0, "packed": 0.0}
+    counts = {"queries": 0, "signal": 0, "rollouts": 0, "turn_tokens": 0, "packed_tokens": 0}
+    for step in range(args.steps):
+        batch = data_mod.batch_for_step(examples, step, args.queries, seed=recipe.seed)
+        policy.reseed(step)
+        policy.generated.clear()
+        model.eval()
+        t0 = time.perf_counter()
+        rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
+        seconds["rollout"] += time.perf_counter() - t0
+        totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
+        advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
+        turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
+
+        model.train()
+        t0 = time.perf_counter()
+        turnwise_loss(model, tok, turns, advantages, epsilon=cfg.epsilon, beta=cfg.beta)
+        seconds["turnwise"] += time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+
+        t0 = time.perf_counter()
+        groups = pack_groups(turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups)
+        if groups:
+            with model.disable_adapter():
+                _fill(model, groups, "ref", d, None)
+        grpo_backward(model, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta, autocast=None)
+        seconds["packed"] += time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+
+        counts["queries"] += len(batch)
+        counts["signal"] += sum(
+            len(set(totals[i : i + cfg.group_size])) > 1
+            for i in range(0, len(totals), cfg.group_size)
+        )
+        counts["rollouts"] += len(rs)
+        counts["turn_tokens"] += sum(
+            len(t.prompt_ids) + len(t.completion_ids) for ts in turns for t in ts
+        )
+        counts["packed_tokens"] += sum(len(g.row.ids) for g in groups)
+        print(f"step {step + 1}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+
+    def per_cpu_hour(n: int, loss: str) -> float:
+        return n / ((seconds["rollout"] + seconds[loss]) * args.threads / 3600)
+
+    rows = {}
+    for loop, loss in (("turn by turn", "turnwise"), ("packed", "packed")):
+        rows[loop] = {
+            "loss_seconds": round(seconds[loss], 1),
+            "step_seconds": round((seconds["rollout"] + seconds[loss]) / args.steps, 1),
+            "queries_with_signal_per_cpu_hour": round(per_cpu_hour(counts["signal"], loss), 1),
+            "rollouts_per_cpu_hour": round(per_cpu_hour(counts["rollouts"], loss), 1),
+        }
+    ratio = rows["packed"]["queries_with_signal_per_cpu_hour"] / max(
+        1e-9, rows["turn by turn"]["queries_with_signal_per_cpu_hour"]
+    )
+    print(
+        f"\n{args.steps} steps x {args.queries} queries x {cfg.group_size} rollouts, "
+        f"{args.threads} threads; rollouts {seconds['rollout']:.1f}s; "
+        f"{counts['signal']}/{counts['queries']} groups with signal; tokens through the "
+        f"loss: {counts['turn_tokens']} turn by turn, {counts['packed_tokens']} packed"
+    )
+    print(f"{'loop':14}{'loss s':>9}{'step s':>9}{'signal q/CPU-h':>16}{'rollouts/CPU-h':>16}")
+    for loop, r in rows.items():
+        print(
+            f"{loop:14}{r['loss_seconds']:9.1f}{r['step_seconds']:9.1f}"
+            f"{r['queries_with_signal_per_cpu_hour']:16.1f}{r['rollouts_per_cpu_hour']:16.1f}"
+        )
+    print(f"packed / turn by turn, queries with signal per CPU-hour: {ratio:.2f}x")
+    if args.json:
+        out = {"seconds": seconds, "counts": counts, "rows": rows, "ratio": ratio}
+        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
