@@ -1,13 +1,17 @@
-"""GRPO throughput on this CPU: the first loop (every turn scored on its own) against the
-packed loop (a query's rollouts in one pass, equal-reward groups left out), on the same
-rollouts in one run.
+"""GRPO throughput on this CPU: the first loop against the current one, in one run.
 
-Each of ``--steps`` steps rolls out ``--queries`` training queries ``group_size`` times with the
-policy (the SFT adapter by default), then runs each loop's loss phase on those rollouts: the
-reference's log-probabilities and the clipped objective's forward and backward. No optimizer
-step is taken, so both loops see the same policy and the same rollouts. Reported: where a
-step's time goes, and for each loop the queries with signal (groups whose rewards differ) and
-rollouts per CPU-hour (wall time x threads).
+- The first loop: rollouts decoded by Hugging Face ``generate`` (every row's whole prompt at
+  every turn), and every turn scored on its own, in left-padded batches of four.
+- The current loop: rollouts decoded on a token tree (:mod:`training.sampler`: each prompt
+  token prefilled once a step), a query's rollouts scored in one packed pass
+  (:mod:`training.packing`), and groups whose rewards are all equal left out of the loss.
+
+Each of ``--steps`` steps rolls out ``--queries`` training queries ``group_size`` times with each
+loop (the policy: the recipe's SFT adapter), then runs that loop's loss phase on its rollouts:
+the reference's log-probabilities and the clipped objective's forward and backward. No
+optimizer step is taken, so both loops sample from the same policy. Reported: where a step's
+time goes, and per loop the queries with signal (groups whose rewards differ) and rollouts per
+CPU-hour (wall time x threads).
 
     python benchmarks/grpo_throughput.py --recipe cpu [--steps 3] [--queries 2] [--threads 2]
 """
@@ -88,74 +92,97 @@ def main() -> int:
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
     weights = recipe.rewards.weights
 
-    seconds = {"rollout": 0.0, "turnwise": 0.0, "packed": 0.0}
-    counts = {"queries": 0, "signal": 0, "rollouts": 0, "turn_tokens": 0, "packed_tokens": 0}
+    loops = {"first": ("generate", "turnwise"), "current": ("tree", "packed")}
+    seconds = {loop: {"rollout": 0.0, "loss": 0.0} for loop in loops}
+    counts = {
+        loop: {"queries": 0, "signal": 0, "rollouts": 0, "loss_tokens": 0, "reward": 0.0}
+        for loop in loops
+    }
+    formats = {loop: 0.0 for loop in loops}
     for step in range(args.steps):
         batch = data_mod.batch_for_step(examples, step, args.queries, seed=recipe.seed)
-        policy.reseed(step)
-        policy.generated.clear()
-        model.eval()
-        t0 = time.perf_counter()
-        rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
-        seconds["rollout"] += time.perf_counter() - t0
-        totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
-        advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
-        turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
+        for loop, (engine, loss) in loops.items():
+            policy.engine = engine
+            policy.new_step(step)
+            model.eval()
+            t0 = time.perf_counter()
+            rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
+            seconds[loop]["rollout"] += time.perf_counter() - t0
+            totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
+            advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
+            turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
 
-        model.train()
-        t0 = time.perf_counter()
-        turnwise_loss(model, tok, turns, advantages, epsilon=cfg.epsilon, beta=cfg.beta)
-        seconds["turnwise"] += time.perf_counter() - t0
-        model.zero_grad(set_to_none=True)
+            model.train()
+            t0 = time.perf_counter()
+            if loss == "turnwise":
+                turnwise_loss(model, tok, turns, advantages, epsilon=cfg.epsilon, beta=cfg.beta)
+                tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for ts in turns for t in ts)
+            else:
+                groups = pack_groups(
+                    turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups
+                )
+                if groups:
+                    with model.disable_adapter():
+                        _fill(model, groups, "ref", d, None)
+                grpo_backward(
+                    model, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta, autocast=None
+                )
+                tokens = sum(len(g.row.ids) for g in groups)
+            seconds[loop]["loss"] += time.perf_counter() - t0
+            model.zero_grad(set_to_none=True)
 
-        t0 = time.perf_counter()
-        groups = pack_groups(turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups)
-        if groups:
-            with model.disable_adapter():
-                _fill(model, groups, "ref", d, None)
-        grpo_backward(model, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta, autocast=None)
-        seconds["packed"] += time.perf_counter() - t0
-        model.zero_grad(set_to_none=True)
+            c = counts[loop]
+            c["queries"] += len(batch)
+            c["signal"] += sum(
+                len(set(totals[i : i + cfg.group_size])) > 1
+                for i in range(0, len(totals), cfg.group_size)
+            )
+            c["rollouts"] += len(rs)
+            c["loss_tokens"] += tokens
+            c["reward"] += sum(totals)
+            formats[loop] += sum(REWARDS["format"](r) for r in rs)
+            print(
+                f"step {step + 1} {loop}: rollouts {seconds[loop]['rollout']:.1f}s, "
+                f"loss {seconds[loop]['loss']:.1f}s (totals so far)",
+                flush=True,
+            )
 
-        counts["queries"] += len(batch)
-        counts["signal"] += sum(
-            len(set(totals[i : i + cfg.group_size])) > 1
-            for i in range(0, len(totals), cfg.group_size)
-        )
-        counts["rollouts"] += len(rs)
-        counts["turn_tokens"] += sum(
-            len(t.prompt_ids) + len(t.completion_ids) for ts in turns for t in ts
-        )
-        counts["packed_tokens"] += sum(len(g.row.ids) for g in groups)
-        print(f"step {step + 1}: " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+    def per_cpu_hour(loop: str, n: int) -> float:
+        return n / (sum(seconds[loop].values()) * args.threads / 3600)
 
-    def per_cpu_hour(n: int, loss: str) -> float:
-        return n / ((seconds["rollout"] + seconds[loss]) * args.threads / 3600)
-
-    rows = {}
-    for loop, loss in (("turn by turn", "turnwise"), ("packed", "packed")):
-        rows[loop] = {
-            "loss_seconds": round(seconds[loss], 1),
-            "step_seconds": round((seconds["rollout"] + seconds[loss]) / args.steps, 1),
-            "queries_with_signal_per_cpu_hour": round(per_cpu_hour(counts["signal"], loss), 1),
-            "rollouts_per_cpu_hour": round(per_cpu_hour(counts["rollouts"], loss), 1),
+    rows = {
+        loop: {
+            "rollout_seconds_per_step": round(seconds[loop]["rollout"] / args.steps, 1),
+            "loss_seconds_per_step": round(seconds[loop]["loss"] / args.steps, 1),
+            "groups_with_signal": f"{counts[loop]['signal']}/{counts[loop]['queries']}",
+            "tokens_through_the_loss": counts[loop]["loss_tokens"],
+            # The same policy either way: these differ by sampling noise only.
+            "mean_reward": round(counts[loop]["reward"] / counts[loop]["rollouts"], 3),
+            "format_rate": round(formats[loop] / counts[loop]["rollouts"], 3),
+            "queries_with_signal_per_cpu_hour": round(
+                per_cpu_hour(loop, counts[loop]["signal"]), 1
+            ),
+            "rollouts_per_cpu_hour": round(per_cpu_hour(loop, counts[loop]["rollouts"]), 1),
         }
-    ratio = rows["packed"]["queries_with_signal_per_cpu_hour"] / max(
-        1e-9, rows["turn by turn"]["queries_with_signal_per_cpu_hour"]
-    )
+        for loop in loops
+    }
     print(
         f"\n{args.steps} steps x {args.queries} queries x {cfg.group_size} rollouts, "
-        f"{args.threads} threads; rollouts {seconds['rollout']:.1f}s; "
-        f"{counts['signal']}/{counts['queries']} groups with signal; tokens through the "
-        f"loss: {counts['turn_tokens']} turn by turn, {counts['packed_tokens']} packed"
+        f"{args.threads} threads, policy: {init_adapter(recipe) or 'the base model'}"
     )
-    print(f"{'loop':14}{'loss s':>9}{'step s':>9}{'signal q/CPU-h':>16}{'rollouts/CPU-h':>16}")
-    for loop, r in rows.items():
-        print(
-            f"{loop:14}{r['loss_seconds']:9.1f}{r['step_seconds']:9.1f}"
-            f"{r['queries_with_signal_per_cpu_hour']:16.1f}{r['rollouts_per_cpu_hour']:16.1f}"
+    names = list(rows["first"])
+    print(f"{'':34}" + "".join(f"{loop:>12}" for loop in loops))
+    for name in names:
+        print(f"{name:34}" + "".join(f"{rows[loop][name]!s:>12}" for loop in loops))
+    ratio = None
+    if counts["first"]["signal"] and counts["current"]["signal"]:
+        ratio = (
+            rows["current"]["queries_with_signal_per_cpu_hour"]
+            / rows["first"]["queries_with_signal_per_cpu_hour"]
         )
-    print(f"packed / turn by turn, queries with signal per CPU-hour: {ratio:.2f}x")
+        print(f"current / first, queries with signal per CPU-hour: {ratio:.2f}x")
+    else:
+        print("current / first: n/a (a loop had no group with signal)")
     if args.json:
         out = {"seconds": seconds, "counts": counts, "rows": rows, "ratio": ratio}
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

@@ -17,10 +17,12 @@ prompt; retrieved memory sits in the prompts of later turns, so its tokens are n
 (nor are the system prompt, global memory and query). The mean is over all completion tokens of
 the step on a rank (token-level, as in DAPO), and DDP averages the ranks' gradients.
 
-A query's rollouts are scored in one forward pass (:mod:`training.packing`): their shared first
-prompt once, each rollout's turns as one branch after it. A group whose rewards are all equal
-has no advantage (only the KL term would reach it) and is left out of the loss with
-``skip_equal_groups`` (DAPO's filter); its share is the ``zero_std_groups`` metric.
+Rollouts are decoded on a token tree (:mod:`training.sampler`): the step's prompts share their
+prefilled tokens, so each prompt token runs once. A query's rollouts are scored in one forward
+pass (:mod:`training.packing`): their shared first prompt once, each rollout's turns as one
+branch after it. A group whose rewards are all equal has no advantage (only the KL term would
+reach it) and is left out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is
+the ``zero_std_groups`` metric.
 
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
@@ -271,7 +273,12 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
     tokenizer, model = load_policy(recipe, d, merge=start_from)
     autocast = autocast_dtype(recipe, d.device)
     policy = TorchPolicy(
-        model, tokenizer, device=d.device, autocast=autocast, max_batch=recipe.rollout.max_batch
+        model,
+        tokenizer,
+        device=d.device,
+        autocast=autocast,
+        max_batch=recipe.rollout.max_batch,
+        engine=recipe.rollout.engine,
     )
     config = assistant_config(recipe.rollout)
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
@@ -287,8 +294,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
             examples, step, cfg.queries_per_step, seed=recipe.seed, rank=d.rank, world=d.world
         )
         # Sampling depends on the step and rank alone, so a resumed run samples the same.
-        policy.reseed((recipe.seed * 1_000_003 + step) * 1_009 + d.rank)
-        policy.generated.clear()
+        policy.new_step((recipe.seed * 1_000_003 + step) * 1_009 + d.rank)
         model.eval()
         rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
         totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]

@@ -30,6 +30,11 @@ import torch
 #: A turn stops at the end of its action, as guided decoding ends it on the device.
 STOP_STRINGS = ("</tool_call>", "</answer>")
 
+#: How rollouts are decoded: "tree" prefills each prompt token once per training step
+#: (:mod:`training.sampler`); "generate" is Hugging Face's ``generate``, every row's whole prompt
+#: at every turn (the first loop, kept as the reference the benchmark and tests compare with).
+ENGINES = ("tree", "generate")
+
 
 @dataclass(frozen=True)
 class Request:
@@ -131,17 +136,22 @@ class TorchPolicy:
         device: torch.device,
         autocast: torch.dtype | None = None,
         max_batch: int = 64,
+        engine: str = "tree",
     ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown decoding engine {engine!r} (known: {', '.join(ENGINES)})")
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.autocast = autocast
         self.max_batch = max_batch
+        self.engine = engine
         self.last_stats = None  # many loops share the policy; none of them gets timings
         self.lockstep = Lockstep(self._generate_batch)
         self.generated: dict[tuple[str, str], Generated] = {}
         self.seed = 0
         self._batches = 0
+        self._tree: Any = None
 
     # -- the TurnModel interface ---------------------------------------------------------
 
@@ -164,7 +174,7 @@ class TorchPolicy:
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         """The whole turn as one piece. ``seed`` and ``guidance`` are ignored: sampling draws
-        from :attr:`seed` per batch (see :meth:`reseed`), and the format is learnt, not forced."""
+        from :attr:`seed` per batch (see :meth:`new_step`), and the format is learnt, not forced."""
         request = Request(prompt, max_new_tokens, temperature)
         if self.lockstep.active():
             out = self.lockstep.generate(request)
@@ -176,10 +186,13 @@ class TorchPolicy:
 
     # -- generation ----------------------------------------------------------------------
 
-    def reseed(self, seed: int) -> None:
-        """Seeds the sampling of the batches that follow (one generator, on the caller)."""
+    def new_step(self, seed: int) -> None:
+        """Starts a training step: seeds the sampling of the batches that follow, and forgets
+        the last step's turns and token tree (the weights may have changed since)."""
         self.seed = seed
         self._batches = 0
+        self.generated.clear()
+        self._tree = None
 
     def _generate_batch(self, requests: list[Request]) -> list[Generated]:
         out: list[Generated] = []
@@ -204,14 +217,33 @@ class TorchPolicy:
     ) -> list[Generated]:
         tok = self.tokenizer
         encoded = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        batch_seed = self.seed * 1_000_003 + self._batches
+        self._batches += 1
+        if self.engine == "tree":
+            from training.sampler import TokenTree  # (it imports this module)
+
+            if self._tree is None:
+                self._tree = TokenTree(self.model, self.device, self.autocast)
+            completions = self._tree.generate(
+                encoded,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                generator=torch.Generator().manual_seed(batch_seed),
+                eos=set(_eos_ids(tok)),
+                stop=STOP_STRINGS,
+                tokenizer=tok,
+            )
+            return [
+                Generated(tok.decode(c, skip_special_tokens=True), e, c)
+                for c, e in zip(completions, encoded, strict=True)
+            ]
         width = max(len(e) for e in encoded)
         pad = tok.pad_token_id
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
         mask = torch.tensor(
             [[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device
         )
-        torch.manual_seed(self.seed * 1_000_003 + self._batches)  # generate() uses the global RNG
-        self._batches += 1
+        torch.manual_seed(batch_seed)  # generate() uses the global RNG
         options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": pad}
         if temperature > 0:
             options.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)

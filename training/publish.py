@@ -3,8 +3,13 @@
 Copies the run's final adapter (GRPO's, else SFT's) into ``training/adapter/`` — the folder
 ``mrrec bundle build`` merges by default — with a ``run.json`` that says what produced it: the
 recipe, seed, data version, each stage's summary, and flat ``metrics`` (what the bundle manifest
-records). The stages' curves go to ``docs/training/``. Paths of the training machine are left
-out: only what another machine can reproduce from the repository is kept.
+records). When the final stage is GRPO, the same run's SFT adapter goes to
+``training/adapter-sft/`` with its own ``run.json``, so the base, SFT and RL bundles can all be
+rebuilt (``mrrec bundle build --base``, ``--adapter training/adapter-sft``, the default). The
+grounding fit (``grounding.json``) is the one given with ``--grounding``, else the one already
+beside the adapter, carried over. The stages' curves go to ``docs/training/``. Paths of the
+training machine are left out: only what another machine can reproduce from the repository is
+kept.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from mrrec_edge.files import replace_dir
+from mrrec_edge.grounding import GROUNDING_FIT, load_fit
 from training.export import DEFAULT_ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "training"
+SFT_ADAPTER_DIR = DEFAULT_ADAPTER_DIR.parent / "adapter-sft"
 STAGES = ("sft", "grpo")
 #: PEFT's own files; its generated model card is boilerplate that names the local base folder.
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -55,21 +62,11 @@ def flat_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def publish(run_dir: Path, *, out: Path = DEFAULT_ADAPTER_DIR, docs: Path = DOCS) -> Path:
-    stages = {}
-    for name in STAGES:
-        run_json = run_dir / name / "run.json"
-        if run_json.is_file():
-            stages[name] = json.loads(run_json.read_text(encoding="utf-8"))
-    final = next((n for n in reversed(STAGES) if n in stages), None)
-    if final is None:
-        raise SystemExit(f"{run_dir}: no finished stage (no sft/run.json or grpo/run.json)")
-    adapter = run_dir / final / "adapter"
-    missing = [f for f in ADAPTER_FILES if not (adapter / f).is_file()]
-    if missing:
-        raise SystemExit(f"{adapter}: missing {', '.join(missing)}")
-    summaries = {n: _stage_summary(r) for n, r in stages.items()}
-    run = {
+def _run_summary(stages: dict[str, dict[str, Any]], final: str) -> dict[str, Any]:
+    """run.json of a published adapter whose last stage is ``final``."""
+    kept = {n: r for n, r in stages.items() if STAGES.index(n) <= STAGES.index(final)}
+    summaries = {n: _stage_summary(r) for n, r in kept.items()}
+    return {
         "run_id": f"{stages[final]['recipe']['name']}-"
         + time.strftime("%Y%m%d", time.gmtime(stages[final]["started"])),
         "final_stage": final,
@@ -79,14 +76,50 @@ def publish(run_dir: Path, *, out: Path = DEFAULT_ADAPTER_DIR, docs: Path = DOCS
         "metrics": flat_metrics(summaries),
     }
 
+
+def _write_adapter(adapter: Path, run: dict[str, Any], out: Path, grounding: Path | None) -> None:
+    """``adapter``'s weights, ``run`` and the grounding fit into ``out``, swapped in whole."""
+    missing = [f for f in ADAPTER_FILES if not (adapter / f).is_file()]
+    if missing:
+        raise SystemExit(f"{adapter}: missing {', '.join(missing)}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     for f in ADAPTER_FILES:
         shutil.copy2(adapter / f, tmp / f)
     (tmp / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    if grounding is not None:
+        load_fit(grounding)  # a broken fit is refused before anything is replaced
+        shutil.copy2(grounding, tmp / GROUNDING_FIT)
     for path in (tmp, *tmp.iterdir()):  # mkdtemp's private modes would stick to the repo folder
         path.chmod(0o755 if path.is_dir() else 0o644)
     replace_dir(tmp, out)
+
+
+def publish(
+    run_dir: Path,
+    *,
+    out: Path = DEFAULT_ADAPTER_DIR,
+    sft_out: Path = SFT_ADAPTER_DIR,
+    docs: Path = DOCS,
+    grounding: Path | None = None,
+) -> Path:
+    stages = {}
+    for name in STAGES:
+        run_json = run_dir / name / "run.json"
+        if run_json.is_file():
+            stages[name] = json.loads(run_json.read_text(encoding="utf-8"))
+    final = next((n for n in reversed(STAGES) if n in stages), None)
+    if final is None:
+        raise SystemExit(f"{run_dir}: no finished stage (no sft/run.json or grpo/run.json)")
+    if grounding is None and (out / GROUNDING_FIT).is_file():
+        grounding = out / GROUNDING_FIT
+    with tempfile.TemporaryDirectory() as keep:  # the carried fit outlives out's replacement
+        if grounding is not None:
+            grounding = Path(shutil.copy2(grounding, Path(keep) / GROUNDING_FIT))
+        run = _run_summary(stages, final)
+        _write_adapter(run_dir / final / "adapter", run, out, grounding)
+        if final == "grpo" and "sft" in stages:
+            _write_adapter(run_dir / "sft" / "adapter", _run_summary(stages, "sft"), sft_out, None)
     docs.mkdir(parents=True, exist_ok=True)
     for name in stages:
         curve = run_dir / name / CURVES[name]
@@ -98,8 +131,14 @@ def publish(run_dir: Path, *, out: Path = DEFAULT_ADAPTER_DIR, docs: Path = DOCS
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.publish", description=__doc__)
     parser.add_argument("run_dir", type=Path, help="A run folder (the recipe's output).")
+    parser.add_argument(
+        "--grounding",
+        type=Path,
+        help="The grounding fit for this model (`mrrec eval --fit-grounding`); default: the "
+        "one already beside the adapter.",
+    )
     args = parser.parse_args(argv)
-    print(publish(args.run_dir))
+    print(publish(args.run_dir, grounding=args.grounding))
     return 0
 
 

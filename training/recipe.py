@@ -92,6 +92,9 @@ class RolloutConfig:
     temperature: float = 1.0
     #: Sequences generated together (the rollouts of a step run in lockstep, see policy.py).
     max_batch: int = 64
+    #: How rollouts are decoded (training.policy.ENGINES): "tree" prefills each prompt token
+    #: once a step; "generate" is Hugging Face's generate().
+    engine: str = "tree"
 
 
 @dataclass

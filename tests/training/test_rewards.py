@@ -115,7 +115,7 @@ def test_policy_loss_clips_and_adds_kl() -> None:
     # Ratio 1.5 on every token; the third token of row 1 is padding.
     logp = torch.full((2, 3), math.log(1.5))
     mask = torch.tensor([[True, True, True], [True, True, False]])
-    adv = torch.tensor([1.0, -1.0])
+    adv = torch.tensor([[1.0], [-1.0]])  # one per row, broadcast over its tokens
     loss, parts = policy_loss(logp, mask, adv, old, None, epsilon=0.2, beta=0.0)
     # A > 0: min(1.5, 1.2) = 1.2 per token -> -1.2 x 3; A < 0: min(-1.5, -1.2) = -1.5 -> +1.5 x 2.
     assert float(loss) == pytest.approx(-1.2 * 3 + 1.5 * 2)

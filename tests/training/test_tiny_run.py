@@ -138,8 +138,15 @@ def test_publish_ships_the_final_adapter_with_its_run(
     from training.publish import ADAPTER_FILES, publish
 
     out, _ = tiny_run
-    shipped = publish(out, out=tmp_path / "adapter", docs=tmp_path / "docs")
+    sft = tmp_path / "adapter-sft"
+    shipped = publish(out, out=tmp_path / "adapter", sft_out=sft, docs=tmp_path / "docs")
     assert sorted(p.name for p in shipped.iterdir()) == sorted([*ADAPTER_FILES, "run.json"])
+    # The SFT stage of the same run beside it, with its own run.json.
+    assert (sft / "adapter_model.safetensors").read_bytes() == (
+        out / "sft" / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    sft_run = json.loads((sft / "run.json").read_text(encoding="utf-8"))
+    assert sft_run["final_stage"] == "sft" and set(sft_run["stages"]) == {"sft"}
     assert (shipped / "adapter_model.safetensors").read_bytes() == (
         out / "grpo" / "adapter" / "adapter_model.safetensors"
     ).read_bytes()
@@ -154,6 +161,12 @@ def test_publish_ships_the_final_adapter_with_its_run(
         "loss_curve.png",
         "reward_curve.png",
     }
+    # A grounding fit already beside the adapter is carried over by the next publish.
+    from mrrec_edge.grounding import DEFAULT_WEIGHTS, GROUNDING_FIT, write_fit
+
+    write_fit(shipped / GROUNDING_FIT, {"weights": dict(DEFAULT_WEIGHTS)})
+    again = publish(out, out=shipped, sft_out=sft, docs=tmp_path / "docs")
+    assert (again / GROUNDING_FIT).is_file()
 
 
 @pytest.mark.slow

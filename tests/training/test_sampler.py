@@ -1,0 +1,102 @@
+"""The token-tree sampler gives each row the logits of its own sequence, shares what rows have
+in common, and stops a row where generate() would."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.sampler import TokenTree  # noqa: E402
+
+from tests.training.tiny import tiny_llama  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _alone(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0, -1].float()
+
+
+def test_every_row_gets_the_logits_of_its_own_sequence() -> None:
+    model = tiny_llama()
+    tree = TokenTree(model, CPU)
+    prompt = [5, 6, 7, 8, 9]
+    first = [tree.append(-1, prompt)]
+    for _ in range(2):  # a second row with the same prompt shares its nodes
+        node, matched = tree.locate(prompt)
+        assert matched == len(prompt)
+    got = tree.forward(first)
+    assert torch.allclose(got[0], _alone(model, prompt), atol=1e-5)
+    # Two branches after the prompt in one pass, then a longer turn below one of them.
+    leaf = first[0].last
+    a, b = tree.append(leaf, [10, 11]), tree.append(leaf, [12])
+    got = tree.forward([a, b])
+    assert torch.allclose(got[0], _alone(model, [*prompt, 10, 11]), atol=1e-5)
+    assert torch.allclose(got[1], _alone(model, [*prompt, 12]), atol=1e-5)
+    node, matched = tree.locate([*prompt, 10, 11, 40, 41])
+    assert (node, matched) == (a.last, 7)
+    c = tree.append(node, [40, 41])
+    got = tree.forward([c])
+    assert torch.allclose(got[0], _alone(model, [*prompt, 10, 11, 40, 41]), atol=1e-5)
+    assert len(tree) == 10  # every token of the three sequences once
+
+
+class _Tokens:
+    """Decodes ids as letters (id 1 is the end token, 2 stands for '>')."""
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(">" if i == 2 else "" if i == 1 else chr(ord("a") + i % 26) for i in ids)
+
+
+def test_greedy_generation_equals_step_by_step_argmax_and_shares_prompts() -> None:
+    model = tiny_llama()
+    tree = TokenTree(model, CPU)
+    prompts = [[5, 6, 7, 8], [5, 6, 7, 8], [5, 6, 9]]
+    out = tree.generate(
+        prompts,
+        max_new_tokens=6,
+        temperature=0.0,
+        generator=torch.Generator().manual_seed(0),
+        eos={1},
+        stop=["never"],
+        tokenizer=_Tokens(),
+    )
+    for ids, completion in zip(prompts, out, strict=True):
+        seq = list(ids)
+        for token in completion:
+            assert token == int(_alone(model, seq).argmax())
+            seq.append(token)
+        assert len(completion) == 6 or completion[-1] == 1
+    assert out[0] == out[1]
+    # The repeated prompt ran once (its last token twice, for its logits); decoding shares nothing.
+    decoded = sum(len(c) - 1 for c in out)
+    assert len(tree) == 4 + 1 + 1 + decoded
+
+
+def test_a_row_stops_at_a_stop_string_or_the_end_token() -> None:
+    model = tiny_llama()
+    tree = TokenTree(model, CPU)
+    first = tree.generate(
+        [[5, 6, 7]],
+        max_new_tokens=8,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(3),
+        eos={1},
+        stop=[],
+        tokenizer=_Tokens(),
+    )[0]
+    assert len(first) == 8 or first[-1] == 1
+    # Stop at the first token: every letter stops.
+    text = _Tokens().decode(first[:1])
+    stopped = TokenTree(model, CPU).generate(
+        [[5, 6, 7]],
+        max_new_tokens=8,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(3),
+        eos={1},
+        stop=[text] if text else ["\0"],
+        tokenizer=_Tokens(),
+    )[0]
+    assert stopped == first[:1]

@@ -1,0 +1,171 @@
+"""Rollout decoding that prefills each prompt token once: a token tree over one KV cache.
+
+A GRPO step's rollouts repeat themselves. The ``G`` rollouts of a query start from the same
+prompt, and each later turn's prompt is the earlier prompt, the completion the model just wrote
+and the memory it retrieved. ``model.generate`` prefills every row's whole prompt at every
+turn: for 2 queries x 4 rollouts x 2 turns about three times the tokens that are new.
+
+:class:`TokenTree` keeps every token of the step's rollouts as a node of a trie (a prompt that
+starts like an earlier sequence shares its nodes) and every node's key and value in one cache
+of batch size 1. A forward pass appends new nodes for many rows at once; an attention mask lets
+each new node see its ancestors and itself only, and its position id is its depth, so its
+logits are those of its own sequence alone (float rounding aside:
+``tests/training/test_sampler.py``). Decoding appends one node per live row per step.
+
+Sampling is plain: softmax of the logits over the temperature, one draw per row from a seeded
+generator (temperature 0: argmax), the same distribution as ``generate`` with ``top_k=0`` and
+``top_p=1``. A row ends at an end token, when its text contains a stop string, or at
+``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from training.policy import autocast_context
+
+#: Tokens decoded back when checking a row's text for a stop string (longer than any of them).
+STOP_WINDOW = 12
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """Nodes ``first..last`` appended in a row below ``base`` (the path above ``first``)."""
+
+    first: int
+    last: int
+    base: list[int]
+
+
+class TokenTree:
+    """Token sequences as a trie whose nodes' keys and values sit in one KV cache."""
+
+    def __init__(self, model: Any, device: torch.device, autocast: Any = None) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.device = device
+        self.autocast = autocast
+        self.cache = DynamicCache()
+        self.token: list[int] = []
+        self.parent: list[int] = []
+        self.depth: list[int] = []
+        self._child: dict[tuple[int, int], int] = {}
+        self._forwarded = 0  # nodes already in the cache
+
+    def __len__(self) -> int:
+        return len(self.token)
+
+    def path(self, node: int) -> list[int]:
+        """The nodes from the root to ``node``, both included (none for the root, ``-1``)."""
+        out = []
+        while node >= 0:
+            out.append(node)
+            node = self.parent[node]
+        return out[::-1]
+
+    def locate(self, ids: Sequence[int]) -> tuple[int, int]:
+        """(the deepest node on ``ids``'s path already in the tree, the tokens it covers)."""
+        node = -1
+        for i, t in enumerate(ids):
+            nxt = self._child.get((node, t))
+            if nxt is None:
+                return node, i
+            node = nxt
+        return node, len(ids)
+
+    def append(self, node: int, tokens: Sequence[int], *, share: bool = True) -> _Chain:
+        """Adds ``tokens`` below ``node`` (not yet run: see :meth:`forward`); with ``share``,
+        later sequences that start the same way find them."""
+        if not tokens:
+            raise ValueError("nothing to append")
+        base = self.path(node)
+        first = len(self)
+        parent = node
+        for t in tokens:
+            self.token.append(t)
+            self.parent.append(parent)
+            self.depth.append(self.depth[parent] + 1 if parent >= 0 else 0)
+            parent = len(self) - 1
+            if share:
+                self._child.setdefault((self.parent[parent], t), parent)
+        return _Chain(first, parent, base)
+
+    def forward(self, chains: Sequence[_Chain]) -> torch.Tensor:
+        """Runs every appended node not run yet, in one pass; returns the logits after each
+        chain's last node, ``[len(chains), vocab]``."""
+        old, total = self._forwarded, len(self)
+        visible = torch.zeros((total - old, total), dtype=torch.bool)
+        for c in chains:
+            block = slice(c.first - old, c.last - old + 1)
+            if c.base:
+                visible[block, torch.tensor(c.base)] = True
+            n = c.last - c.first + 1
+            visible[block, c.first : c.last + 1] = torch.ones((n, n), dtype=torch.bool).tril()
+        mask = torch.zeros(visible.shape, dtype=torch.float32)
+        mask.masked_fill_(~visible, torch.finfo(torch.float32).min)
+        with torch.no_grad(), autocast_context(self.device, self.autocast):
+            out = self.model(
+                input_ids=torch.tensor([self.token[old:]], device=self.device),
+                position_ids=torch.tensor([self.depth[old:]], device=self.device),
+                attention_mask=mask[None, None].to(self.device),
+                cache=self.cache,
+                use_cache=True,
+                logits_to_keep=torch.tensor([c.last - old for c in chains], device=self.device),
+            )
+        self._forwarded = total
+        return out.logits[0].float()
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+        eos: set[int],
+        stop: Sequence[str],
+        tokenizer: Any,
+    ) -> list[list[int]]:
+        """The sampled completion of each prompt (ids; an end token, when sampled, included).
+
+        Only the part of each prompt that is not in the tree yet is run, and a prompt that
+        repeats one before it in the batch shares its nodes."""
+        chains = []
+        for ids in prompts:
+            node, matched = self.locate(ids)
+            if matched == len(ids):  # all there, but its logits are not kept: its last again
+                node, matched = self.parent[node], len(ids) - 1
+                chains.append(self.append(node, ids[matched:], share=False))
+            else:
+                chains.append(self.append(node, ids[matched:]))
+        logits = self.forward(chains)
+        leaves = [c.last for c in chains]
+        completions: list[list[int]] = [[] for _ in prompts]
+        live = list(range(len(prompts)))
+        for step in range(max_new_tokens):
+            going = []
+            for i, token in zip(live, _sample(logits, temperature, generator), strict=True):
+                completions[i].append(token)
+                text = tokenizer.decode(completions[i][-STOP_WINDOW:], skip_special_tokens=True)
+                if token not in eos and not any(s in text for s in stop):
+                    going.append(i)
+            if not going or step + 1 == max_new_tokens:
+                break
+            chains = [self.append(leaves[i], [completions[i][-1]]) for i in going]
+            logits = self.forward(chains)
+            for i, c in zip(going, chains, strict=True):
+                leaves[i] = c.last
+            live = going
+        return completions
+
+
+def _sample(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> list[int]:
+    if temperature <= 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
