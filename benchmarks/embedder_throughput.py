@@ -47,7 +47,8 @@ def main() -> None:
 
     import numpy as np
 
-    from mrrec_edge.embedder import Embedder, build_embedder
+    from mrrec_edge.embedder import Embedder
+    from mrrec_train.embedder_export import build_embedder
 
     texts = movielens_texts(args.items)
     with tempfile.TemporaryDirectory(prefix="mrrec-embedder-bench-") as tmp:

@@ -2,9 +2,9 @@
 
 - The first loop: rollouts decoded by Hugging Face ``generate`` (every row's whole prompt at
   every turn), and every turn scored on its own, in left-padded batches of four.
-- The current loop: rollouts decoded on a token tree (:mod:`training.sampler`: each prompt
+- The current loop: rollouts decoded on a token tree (:mod:`mrrec_train.sampler`: each prompt
   token prefilled once a step), a query's rollouts scored in one packed pass
-  (:mod:`training.packing`), and groups whose rewards are all equal left out of the loss.
+  (:mod:`mrrec_train.packing`), and groups whose rewards are all equal left out of the loss.
 
 Each of ``--steps`` steps rolls out ``--queries`` training queries ``group_size`` times with each
 loop (the policy: the recipe's SFT adapter), then runs that loop's loss phase on its rollouts:
@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-from training.dist import Dist, seed_everything  # noqa: E402
-from training.grpo import (  # noqa: E402
+from mrrec_train import data as data_mod
+from mrrec_train.dist import Dist, seed_everything
+from mrrec_train.grpo import (
     _fill,
     group_advantages,
     grpo_backward,
@@ -37,14 +35,12 @@ from training.grpo import (  # noqa: E402
     pack_groups,
     policy_loss,
 )
-from training.policy import ScoredTurn, TorchPolicy, turn_logprobs  # noqa: E402
-from training.recipe import add_recipe_args, load_recipe  # noqa: E402
-from training.rewards import REWARDS  # noqa: E402
-from training.rollout import assistant_config, catalog_cutoffs, rollouts  # noqa: E402
-from training.sft import prepare  # noqa: E402
-from training.trainer import load_policy, micro_batches  # noqa: E402
-
-from training import data as data_mod  # noqa: E402
+from mrrec_train.policy import ScoredTurn, TorchPolicy, turn_logprobs
+from mrrec_train.recipe import add_recipe_args, load_recipe
+from mrrec_train.rewards import REWARDS
+from mrrec_train.rollout import assistant_config, catalog_cutoffs, rollouts
+from mrrec_train.sft import prepare
+from mrrec_train.trainer import load_policy, micro_batches
 
 #: Turns per forward pass in the first loop (the cpu recipe's former ``micro_batch``).
 TURN_BATCH = 4

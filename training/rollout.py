@@ -15,9 +15,9 @@ from typing import Any
 
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Recommendations
 from mrrec_edge.workspace import Workspace
-from training.policy import TorchPolicy
-from training.recipe import RolloutConfig
-from training.rewards import Rollout, cutoffs
+from mrrec_train.policy import TorchPolicy
+from mrrec_train.recipe import RolloutConfig
+from mrrec_train.rewards import Rollout, cutoffs
 
 Example = dict[str, Any]
 

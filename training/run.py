@@ -1,4 +1,4 @@
-"""SFT then GRPO with one recipe: ``python -m training.run --recipe tiny`` (or under torchrun).
+"""SFT then GRPO with one recipe: ``python -m mrrec_train.run --recipe tiny`` (or under torchrun).
 
 Each stage resumes from its own latest checkpoint, so an interrupted run picks up where it
 stopped; a finished SFT stage (its adapter written) is not run again.
@@ -10,10 +10,10 @@ import gc
 from collections.abc import Sequence
 from typing import Any
 
-from training import grpo, sft
-from training.dist import Dist
-from training.recipe import Recipe
-from training.trainer import stage_main
+from mrrec_train import grpo, sft
+from mrrec_train.dist import Dist
+from mrrec_train.recipe import Recipe
+from mrrec_train.trainer import stage_main
 
 
 def sft_then_grpo(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
@@ -24,7 +24,7 @@ def sft_then_grpo(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main("python -m training.run", __doc__.split("\n")[0], sft_then_grpo, argv)
+    return stage_main("python -m mrrec_train.run", __doc__.split("\n")[0], sft_then_grpo, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from training.policy import autocast_context
+from mrrec_train.policy import autocast_context
 
 #: Tokens decoded back when checking a row's text for a stop string (longer than any of them).
 STOP_WINDOW = 12

@@ -7,7 +7,7 @@ prompts, the memory shown and its escaping are byte-for-byte what the model will
 
 The teacher procedure, per training example (query, user, held-out target item):
 
-1. **Reason and call memory.** ``<think>`` names what to look up ("Check which comedy they
+1. **Reason and call memory.** The reasoning names what to look up ("Check which comedy they
    liked."), then ``memory_retrieval`` is called with aspects taken from the query: what the
    user liked in the facet ("comedy they liked") and the use case ("a long flight"). With
    ``teacher_calls = 2`` a second call reads the profile tier ("favourite categories", "era").
@@ -18,9 +18,9 @@ The teacher procedure, per training example (query, user, held-out target item):
    those that fit the facet first. The hindsight is in the choice: of those items, the three
    closest to the target are named, closeness being the sum of two z-scores over the
    candidates: catalog text (by the embedder) and item-kNN similarity (grounding's seed CF,
-   which the named titles feed). ``<think>`` and
+   which the named titles feed). The reasoning and
    ``useful_memory_ids`` cite the memories that name them (at most three, and only ids the model
-   was shown); the ``<think>`` only names them ("Use m12."), since the profile already lists
+   was shown); the reasoning only names them ("Use m12."), since the profile already lists
    the items and every token is decoded on the device's CPU (an earlier teacher listed them in
    both: 40 more tokens, 0.6 s a query).
 
@@ -35,14 +35,13 @@ on the 689 val queries of ml100k-scenarios-v2, against 0.172 when it chose by te
 tokens only: each turn's completion and its end-of-turn token, never the prompt, the global
 memory or the retrieved memory (which live in later prompts).
 
-Entry point: ``python -m training.sft --recipe tiny`` (also under ``torchrun``).
+Entry point: ``python -m mrrec_train.sft --recipe tiny`` (also under ``torchrun``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,20 +51,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrrec_edge._core import GROUNDING_SIGNALS, GroundRequest, MemoryEntry
+from mrrec_edge._core import (
+    GROUNDING_SIGNALS,
+    GroundRequest,
+    MemoryEntry,
+    render_answer,
+    render_call,
+    tool_responses,
+)
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
 from mrrec_edge.memory.records import Record, label, signal
 from mrrec_edge.memory.stats import LIKED
 from mrrec_edge.scenarios import Facet
 from mrrec_edge.scenarios.queries import CatalogItem, fits
 from mrrec_edge.workspace import Workspace
-from training import data as data_mod
-from training.dist import Dist
-from training.lora import save_adapter
-from training.policy import ScoredTurn, encode_turn
-from training.recipe import Recipe
-from training.rollout import assistant_config
-from training.trainer import (
+from mrrec_train import data as data_mod
+from mrrec_train.dist import Dist
+from mrrec_train.lora import save_adapter
+from mrrec_train.policy import ScoredTurn, encode_turn
+from mrrec_train.recipe import Recipe
+from mrrec_train.rollout import assistant_config
+from mrrec_train.trainer import (
     Stage,
     autocast_dtype,
     backward_all,
@@ -82,8 +88,6 @@ from training.trainer import (
 log = logging.getLogger(__name__)
 
 TRACES = "traces.jsonl"
-_SHOWN = re.compile(r"^\[m(\d+)\] ", re.MULTILINE)
-_TOOL_RESPONSE = "<|im_start|>user\n<tool_response>"
 _SEED_CF = GROUNDING_SIGNALS.index("seed_cf")
 
 
@@ -153,28 +157,22 @@ class Teacher(ChatTokenizer):
         self.target = self.store.item(example["target_item"])
 
     def stream(self, prompt: str, **_: Any) -> Iterator[str]:
-        done = prompt.count(_TOOL_RESPONSE)
-        yield self.call(done) if done < self.calls else self.answer(self.shown(prompt))
-
-    def shown(self, prompt: str) -> list[MemoryEntry]:
-        """The local memories in the prompt's tool responses (not the global ones above)."""
-        body = prompt[prompt.find(_TOOL_RESPONSE) :] if _TOOL_RESPONSE in prompt else ""
-        ids = dict.fromkeys(int(m) for m in _SHOWN.findall(body))
-        return [self.store.get_memory(i) for i in ids]
+        responses = tool_responses(prompt)
+        if len(responses) < self.calls:
+            yield self.call(len(responses))
+        else:
+            shown = dict.fromkeys(i for ids in responses for i in ids)
+            yield self.answer([self.store.get_memory(i) for i in shown])
 
     def call(self, index: int) -> str:
         facet = self.example["facet"]
         use = _strip_use_case(self.example["use_case"])
         if index == 0:
             what = facet["value"].lower()
-            think = f"Check which {what} they liked."
-            args: dict[str, Any] = {"aspects": [f"{what} they liked", use]}
-        else:
-            think = "Check the eras and categories they favour."
-            args = {"aspects": ["favourite categories", "era"], "tier": "profile"}
-        call = json.dumps({"name": "memory_retrieval", "arguments": args}, ensure_ascii=False)
-        think = _clip(think, self.config.max_think_chars)
-        return f"<think>{think}</think>\n<tool_call>{call}</tool_call>"
+            think = _clip(f"Check which {what} they liked.", self.config.max_think_chars)
+            return render_call(think, [f"{what} they liked", use])
+        think = _clip("Check the eras and categories they favour.", self.config.max_think_chars)
+        return render_call(think, ["favourite categories", "era"], tier="profile")
 
     def fits(self, record: Record) -> bool:
         item = CatalogItem(
@@ -230,19 +228,14 @@ class Teacher(ChatTokenizer):
 
     def answer(self, shown: Sequence[MemoryEntry]) -> str:
         chosen = self.chosen(shown)
-        ids = list(dict.fromkeys(f"m{m.id}" for _, m in chosen))
+        ids = list(dict.fromkeys(m.id for _, m in chosen))
         if ids:
-            think = "Use " + _and_list(ids) + "."
+            think = "Use " + _and_list([f"m{i}" for i in ids]) + "."
         else:
-            ids = [f"m{m.id}" for m in shown[:1]]
+            ids = [m.id for m in shown[:1]]
             think = "Nothing they rated well fits; go by the request."
-        body = json.dumps(
-            {"ideal_item_profile": self.profile(chosen), "useful_memory_ids": ids},
-            ensure_ascii=False,
-        )
-        return (
-            f"<think>{_clip(think, self.config.max_think_chars)}</think>\n<answer>{body}</answer>"
-        )
+        think = _clip(think, self.config.max_think_chars)
+        return render_answer(think, self.profile(chosen), ids)
 
 
 @dataclass(frozen=True)
@@ -397,7 +390,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return stage_main("python -m training.sft", __doc__.split("\n")[0], train, argv)
+    return stage_main("python -m mrrec_train.sft", __doc__.split("\n")[0], train, argv)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from training import dist as dist_mod
-from training.base import base_checkpoint, load_base
-from training.dist import Dist
-from training.lora import new_lora
-from training.policy import ScoredTurn, turn_logprobs
-from training.recipe import Recipe, add_recipe_args, load_recipe
+from mrrec_train import dist as dist_mod
+from mrrec_train.base import base_checkpoint, load_base
+from mrrec_train.dist import Dist
+from mrrec_train.lora import new_lora
+from mrrec_train.policy import ScoredTurn, turn_logprobs
+from mrrec_train.recipe import Recipe, add_recipe_args, load_recipe
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DONE_MARKER = "complete"
@@ -57,7 +57,7 @@ def load_policy(recipe: Recipe, d: Dist, *, merge: Path | None = None) -> tuple[
     d.barrier()
     tokenizer, model = load_base(cache=cache)
     if merge is not None:
-        from training.lora import merge_adapter
+        from mrrec_train.lora import merge_adapter
 
         model = merge_adapter(model, merge)
     dist_mod.seed_everything(recipe.seed)
@@ -353,7 +353,7 @@ def stage_main(
     train: Callable[[Recipe, Dist], dict[str, Any] | None],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """The command line of a training entry point (``python -m training.sft|grpo|run``, also
+    """The command line of a training entry point (``python -m mrrec_train.sft|grpo|run``, also
     under torchrun): parse the recipe, set up the process group, train, print the last metrics
     (rank 0), tear down."""
     parser = argparse.ArgumentParser(prog=prog, description=description)

@@ -1,20 +1,53 @@
 """Type stubs for the Rust extension ``mrrec_edge._core`` (hand-written; keep in step with
-``rust/src/python.rs``)."""
+``rust/src/python.rs``). scripts/test checks them against the built module with stubtest
+(names, parameters, defaults; scripts/stubtest-allowlist.txt says what it cannot see).
+
+Parameter types follow what the binding extracts: a ``Vec<...>`` takes any sequence but a str
+(pyo3 refuses to split one), a ``&PyList`` only a list, a ``HashMap`` only a dict."""
 
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from types import TracebackType
+from typing import Any, Literal, Self, TypedDict, final, type_check_only
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
 
+# pyo3 lists every class, function and constant it adds.
+__all__ = [
+    "GROUNDING_SIGNALS",
+    "TURN_STOP_STRINGS",
+    "GroundRequest",
+    "GroundedItem",
+    "Item",
+    "ItemHit",
+    "MemoryEntry",
+    "MemoryHit",
+    "MemoryStore",
+    "Orchestrator",
+    "__version__",
+    "escape_text",
+    "import_kinds",
+    "orchestrator_defaults",
+    "partial_profile",
+    "ranking_metrics",
+    "render_answer",
+    "render_call",
+    "split_turn",
+    "tool_responses",
+]
+
 Tier = Literal["behavior", "pattern", "profile", "global"]
 SearchMode = Literal["hybrid", "dense", "lexical"]
 EmbeddingTarget = Literal["item", "memory"]
+# A Vec<String> argument: any sequence of str but a str itself, which pyo3 refuses at runtime
+# and Sequence[str] would accept.
+_Strings = list[str] | tuple[str, ...]
 
+@type_check_only
 class ImportReport(TypedDict):
     kind: str
     files: list[str]
@@ -27,62 +60,95 @@ class ImportReport(TypedDict):
     memory_added: int
     keywords_matched: int
 
+@type_check_only
 class IndexReport(TypedDict):
     memory_vectors: int
     catalog_vectors: int
     memory_rebuilt: bool
     catalog_rebuilt: bool
 
+@final
 class MemoryEntry:
-    id: int
-    tier: Tier
-    user: str | None
-    categories: list[str]
-    text: str
-    source_ids: list[int]
-    item: str | None
-    created_at: int
-    updated_at: int
+    @property
+    def id(self) -> int: ...
+    @property
+    def tier(self) -> Tier: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def categories(self) -> list[str]: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def source_ids(self) -> list[int]: ...
+    @property
+    def item(self) -> str | None: ...
+    @property
+    def created_at(self) -> int: ...
+    @property
+    def updated_at(self) -> int: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class MemoryHit:
-    entry: MemoryEntry
-    score: float
-    dense_score: float | None
-    lexical_score: float | None
+    @property
+    def entry(self) -> MemoryEntry: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def dense_score(self) -> float | None: ...
+    @property
+    def lexical_score(self) -> float | None: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class ItemHit:
-    item_id: int
-    ext_id: str
-    title: str
-    year: int | None
-    categories: list[str]
-    score: float
+    @property
+    def item_id(self) -> int: ...
+    @property
+    def ext_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def year(self) -> int | None: ...
+    @property
+    def categories(self) -> list[str]: ...
+    @property
+    def score(self) -> float: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class Item:
-    item_id: int
-    ext_id: str
-    title: str
-    year: int | None
-    categories: list[str]
-    keywords: list[str]
-    description: str | None
-    text: str
+    @property
+    def item_id(self) -> int: ...
+    @property
+    def ext_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def year(self) -> int | None: ...
+    @property
+    def categories(self) -> list[str]: ...
+    @property
+    def keywords(self) -> list[str]: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def text(self) -> str: ...
 
+@final
 class MemoryStore:
     """The memory database in ``home`` (SQLite + FTS5 + usearch indexes beside it)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         home: str | PathLike[str],
         *,
         dimensions: int | None = None,
         exact_threshold: int | None = None,
         expansion_search: int | None = None,
         busy_timeout_ms: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def home(self) -> Path: ...
     @property
@@ -111,7 +177,7 @@ class MemoryStore:
         k: int = 10,
         user: str | None = None,
         tiers: Sequence[Tier] | None = None,
-        categories: Sequence[str] | None = None,
+        categories: _Strings | None = None,
         exclude: Sequence[int] | None = None,
         mode: SearchMode = "hybrid",
     ) -> list[MemoryHit]: ...
@@ -122,7 +188,7 @@ class MemoryStore:
         k: int = 10,
         user: str | None = None,
         include_seen: bool = False,
-        categories: Sequence[str] | None = None,
+        categories: _Strings | None = None,
         exclude: Sequence[int] | None = None,
     ) -> list[ItemHit]: ...
     def ground_fused(
@@ -142,7 +208,7 @@ class MemoryStore:
     def rebuild_collab(self) -> CollabReport:
         """Rebuilds the collaborative index (item-kNN, EASE) from the interactions now."""
     def search_items(
-        self, text: str, *, k: int = 10, categories: Sequence[str] | None = None
+        self, text: str, *, k: int = 10, categories: _Strings | None = None
     ) -> list[ItemHit]: ...
     def add_memory(
         self,
@@ -150,7 +216,7 @@ class MemoryStore:
         text: str,
         *,
         user: str | None = None,
-        categories: Sequence[str] | None = None,
+        categories: _Strings | None = None,
         source_ids: Sequence[int] | None = None,
         vector: npt.ArrayLike | None = None,
     ) -> int: ...
@@ -158,7 +224,7 @@ class MemoryStore:
     def replace_memory(
         self,
         tier: Tier,
-        drafts: Sequence[dict[str, Any]],
+        drafts: list[dict[str, Any]],
         *,
         user: str | None = None,
         category: str | None = None,
@@ -197,32 +263,40 @@ class MemoryStore:
     def rebuild_indexes(self) -> IndexReport: ...
     def flush(self) -> None: ...
     def check_integrity(self) -> list[str]: ...
-    def __enter__(self) -> MemoryStore: ...
-    def __exit__(self, *exc: object) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        _a: type[BaseException] | None,
+        _b: BaseException | None,
+        _c: TracebackType | None,
+    ) -> Literal[False]: ...
 
+@type_check_only
 class CollabReport(TypedDict):
     items: int
     interactions: int
     ease: bool
     seconds: float
 
+@final
 class GroundRequest:
     """What a grounding request knows; every part is optional."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         profile: npt.ArrayLike | None = None,
         request: npt.ArrayLike | None = None,
         profile_text: str | None = None,
         user: str | None = None,
-        cited_memory: list[int] | None = None,
+        cited_memory: Sequence[int] | None = None,
         include_seen: bool = False,
-        exclude: list[int] | None = None,
-        categories: list[str] | None = None,
+        exclude: Sequence[int] | None = None,
+        categories: _Strings | None = None,
         similarity: Literal["knn", "ease"] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
 
+@final
 class GroundedItem:
     """A fused-grounding item: the hit, each signal's weighted contribution (they sum to the
     hit's score), and the liked items or seeds that most support it."""
@@ -237,6 +311,10 @@ class GroundedItem:
 #: The signals fused grounding weighs, in order.
 GROUNDING_SIGNALS: list[str]
 
+# Entries or hits for the orchestrator: the binding takes a list (&PyList), no other sequence.
+_Memories = list[MemoryEntry] | list[MemoryHit] | list[MemoryEntry | MemoryHit]
+
+@type_check_only
 class Action(TypedDict, total=False):
     kind: Literal["retrieve", "answer"]
     # retrieve
@@ -250,26 +328,27 @@ class Action(TypedDict, total=False):
     fallback: bool
     reason: str | None
 
+@final
 class Orchestrator:
     """The reasoning-retrieval state machine: prompts, turn grammar, parsing, memory budget."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         query: str,
         *,
-        global_memory: Sequence[MemoryEntry | MemoryHit] | None = None,
+        global_memory: _Memories | None = None,
         max_memory_calls: int | None = None,
         memory_token_budget: int | None = None,
         memory_k: int | None = None,
         max_think_chars: int | None = None,
         max_profile_chars: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def messages(self) -> list[dict[str, str]]: ...
     def grammar(self) -> str: ...
     def feed(self, output: str) -> Action: ...
     def add_memories(
         self,
-        hits: Sequence[MemoryEntry | MemoryHit],
+        hits: _Memories,
         token_count: Callable[[str], int] | None = None,
     ) -> None: ...
     def finish(self, reason: str) -> Action: ...
@@ -277,6 +356,43 @@ class Orchestrator:
     def is_done(self) -> bool: ...
     def shown_ids(self) -> list[int]: ...
     def stats(self) -> dict[str, int]: ...
+
+# The turn protocol (rust/src/orchestrator/protocol.rs owns it; nothing in Python restates it).
+
+@type_check_only
+class OrchestratorDefaults(TypedDict):
+    """The assistant's one set of defaults; every Python config derives from it."""
+
+    max_memory_calls: int
+    memory_token_budget: int
+    memory_k: int
+    max_aspects: int
+    max_think_chars: int
+    max_profile_chars: int
+    global_k: int
+    max_turn_tokens: int
+
+def orchestrator_defaults() -> OrchestratorDefaults: ...
+
+#: Where a sampler without the grammar stops a turn: the end of either action.
+TURN_STOP_STRINGS: tuple[str, ...]
+
+def render_call(
+    reasoning: str, aspects: list[str], *, tier: str | None = None, category: str | None = None
+) -> str:
+    """A memory-call turn exactly as the model writes it (the SFT teacher's traces)."""
+
+def render_answer(reasoning: str, profile: str, memory_ids: list[int]) -> str:
+    """An answer turn exactly as the model writes it, citing memories by id."""
+
+def split_turn(text: str) -> tuple[str, Literal["", "call", "answer"], str]:
+    """A (possibly partial) turn as (reasoning, action kind, action body so far)."""
+
+def partial_profile(body: str) -> str:
+    """The ideal item profile of a possibly unfinished answer body, as far as it has streamed."""
+
+def tool_responses(prompt: str) -> list[list[int]]:
+    """The memory ids each tool-response block of a rendered prompt shows, block by block."""
 
 def ranking_metrics(
     rankings: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], ks: Sequence[int]

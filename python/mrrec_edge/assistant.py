@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass, field, fields
 from time import perf_counter
 from typing import Any, Protocol
 
-from mrrec_edge._core import GroundedItem, ItemHit, MemoryEntry, MemoryHit, Orchestrator
+from mrrec_edge._core import (
+    GroundedItem,
+    ItemHit,
+    MemoryEntry,
+    MemoryHit,
+    Orchestrator,
+    orchestrator_defaults,
+)
 from mrrec_edge.config import Settings
 from mrrec_edge.workspace import Workspace
 
@@ -49,17 +56,25 @@ class TurnModel(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+#: The turn loop's limits, owned by the Rust orchestrator (``OrchestratorConfig::default``).
+TURN_DEFAULTS = orchestrator_defaults()
+
+
 @dataclass(frozen=True)
-class AssistantConfig:
-    max_memory_calls: int = 2
-    memory_token_budget: int = 384
-    memory_k: int = 3
-    global_k: int = 3
-    max_think_chars: int = 200
-    max_profile_chars: int = 300
-    #: Tokens one model turn may take: above what the grammar allows (think + answer chars, and a
-    #: digit or symbol can be a token each), so a turn is cut off only by a runaway model.
-    max_turn_tokens: int = 640
+class TurnLimits:
+    """The limits of the turn loop: the device's, the teacher's and the rollouts' alike."""
+
+    max_memory_calls: int = TURN_DEFAULTS["max_memory_calls"]
+    memory_token_budget: int = TURN_DEFAULTS["memory_token_budget"]
+    memory_k: int = TURN_DEFAULTS["memory_k"]
+    global_k: int = TURN_DEFAULTS["global_k"]
+    max_think_chars: int = TURN_DEFAULTS["max_think_chars"]
+    max_profile_chars: int = TURN_DEFAULTS["max_profile_chars"]
+    max_turn_tokens: int = TURN_DEFAULTS["max_turn_tokens"]
+
+
+@dataclass(frozen=True)
+class AssistantConfig(TurnLimits):
     temperature: float = 0.0
     seed: int | None = None
     #: Local tiers memory calls search (the evaluation's single-tier ablations narrow it); a call

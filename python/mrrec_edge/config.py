@@ -16,7 +16,7 @@ dir (platformdirs). Settings come from ``<home>/config.toml``; every key is opti
     exact_threshold = 4096       # filtered searches over fewer entries scan them exactly
     expansion_search = 40        # HNSW search breadth (recall vs latency)
 
-    [assistant]                  # omitted: the method's defaults (3, 3, 2, 384)
+    [assistant]                  # omitted: the orchestrator's defaults (mrrec_edge.assistant)
     global_k = 1                 # global memory entries in the prompt
     memory_k = 2                 # memories a call returns: less is faster, recalls less
     max_memory_calls = 2

@@ -7,13 +7,13 @@ import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from mrrec_edge.errors import MrrecError
+from mrrec_edge.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +84,17 @@ def fetch_movielens_100k(dest: Path, *, source: str = "auto", timeout: float = 1
         raise FetchError(f"unknown source {source!r} (auto, grouplens or pypi)")
     if any(all((dest / n).is_file() for n in files) for files in (GROUPLENS_FILES, RECBOLE_FILES)):
         return "existing"
-    dest.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     for name in ("grouplens", "pypi") if source == "auto" else (source,):
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
-            work = Path(tmp) / "data"
-            work.mkdir()
-            try:
+        try:
+            with atomic_dir(dest) as work:
                 if name == "grouplens":
                     _from_grouplens(work, timeout)
                 else:
                     _from_pypi(work)
-            except (OSError, urllib.error.URLError, zipfile.BadZipFile, FetchError) as exc:
-                log.info("fetching MovieLens 100K from %s failed: %s", name, exc)
-                errors.append(f"{name}: {exc}")
-                continue
-            if dest.exists():
-                shutil.rmtree(dest)
-            work.rename(dest)
-            return name
+        except (OSError, urllib.error.URLError, zipfile.BadZipFile, FetchError) as exc:
+            log.info("fetching MovieLens 100K from %s failed: %s", name, exc)
+            errors.append(f"{name}: {exc}")
+            continue
+        return name
     raise FetchError("could not fetch MovieLens 100K (" + "; ".join(errors) + ")")

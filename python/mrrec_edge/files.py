@@ -1,10 +1,42 @@
-"""Small file-system helpers shared by everything that writes folders atomically."""
+"""Small file-system helpers: folders written atomically, and file checksums.
+
+Every folder this project writes whole (a model bundle, its embedder and LLM, a scenario dataset,
+a published adapter, a cached checkpoint, a fetched dataset) is built in a temporary folder beside
+its target and renamed into place with :func:`atomic_dir`, so it is either complete or absent.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    """What a manifest stores for one file: ``{"size", "sha256"}``."""
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def folder_records(folder: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """``{relative posix path: file_record}`` for every file under ``folder``, sorted."""
+    return {
+        prefix + path.relative_to(folder).as_posix(): file_record(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def replace_dir(new: Path, target: Path) -> None:
@@ -29,3 +61,30 @@ def replace_dir(new: Path, target: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_dir(target: Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """A new, empty folder beside ``target`` to fill; renamed onto ``target`` when the block ends.
+
+    The folder is ``.<name>.tmp-*`` in ``target``'s parent (created if needed), mode 0755 (not
+    mkdtemp's private 0700). When the block raises, it is deleted and ``target`` is untouched.
+    Otherwise it replaces ``target`` (:func:`replace_dir`), or, with ``keep_existing``, it is
+    discarded when a ``target`` is already there (another process built the same folder first).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tmp.chmod(0o755)
+        yield tmp
+        if not keep_existing:
+            replace_dir(tmp, target)
+        elif not target.exists():
+            try:
+                tmp.rename(target)
+            except OSError:  # another process's rename won the race
+                if not target.exists():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use numpy::{AllowTypeChange, PyArray1, PyArrayLike1, PyArrayLike2};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::collab::Similarity;
 use crate::error::Error;
@@ -15,7 +15,7 @@ use crate::grounding::{Weights, SIGNALS};
 use crate::import::{ImportKind, ImportOptions, ImportReport};
 use crate::metrics;
 use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
-use crate::orchestrator::{estimate_tokens, Action, Orchestrator, OrchestratorConfig, ShownMemory};
+use crate::orchestrator::{estimate_tokens, protocol, Action, Orchestrator, OrchestratorConfig, ShownMemory};
 use crate::store::{
     CollabReport, Draft, EmbeddingTarget, GroundRequest, GroundedItem, IndexReport, MemoryStore, StoreOptions,
 };
@@ -981,6 +981,54 @@ fn escape_text(text: &str) -> String {
     crate::orchestrator::escape(text)
 }
 
+/// The assistant's defaults (`OrchestratorConfig::default`), which every Python config derives.
+#[pyfunction]
+fn orchestrator_defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let d = OrchestratorConfig::default();
+    let out = PyDict::new(py);
+    out.set_item("max_memory_calls", d.max_memory_calls)?;
+    out.set_item("memory_token_budget", d.memory_token_budget)?;
+    out.set_item("memory_k", d.memory_k)?;
+    out.set_item("max_aspects", d.max_aspects)?;
+    out.set_item("max_think_chars", d.max_think_chars)?;
+    out.set_item("max_profile_chars", d.max_profile_chars)?;
+    out.set_item("global_k", d.global_k)?;
+    out.set_item("max_turn_tokens", d.max_turn_tokens)?;
+    Ok(out)
+}
+
+/// A memory-call turn exactly as the model writes it (for the SFT teacher's traces).
+#[pyfunction]
+#[pyo3(signature = (reasoning, aspects, *, tier = None, category = None))]
+fn render_call(reasoning: &str, aspects: Vec<String>, tier: Option<&str>, category: Option<&str>) -> String {
+    protocol::render_call(reasoning, &aspects, tier, category)
+}
+
+/// An answer turn exactly as the model writes it, citing memories by id.
+#[pyfunction]
+fn render_answer(reasoning: &str, profile: &str, memory_ids: Vec<i64>) -> String {
+    protocol::render_answer(reasoning, profile, &memory_ids)
+}
+
+/// A (possibly partial) turn as (reasoning, "" | "call" | "answer", action body so far).
+#[pyfunction]
+fn split_turn(text: &str) -> (String, &'static str, String) {
+    let (reasoning, kind, body) = protocol::split_turn(text);
+    (reasoning, kind.name(), body)
+}
+
+/// The ideal item profile of a possibly unfinished answer body, as far as it has streamed.
+#[pyfunction]
+fn partial_profile(body: &str) -> String {
+    protocol::partial_profile(body)
+}
+
+/// The memory ids each tool-response block of a rendered prompt shows, block by block.
+#[pyfunction]
+fn tool_responses(prompt: &str) -> Vec<Vec<i64>> {
+    protocol::tool_responses(prompt)
+}
+
 #[pyfunction]
 fn import_kinds<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, ImportKind::ALL.iter().map(|k| k.name()))
@@ -1000,6 +1048,13 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(import_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(escape_text, m)?)?;
+    m.add_function(wrap_pyfunction!(orchestrator_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(render_call, m)?)?;
+    m.add_function(wrap_pyfunction!(render_answer, m)?)?;
+    m.add_function(wrap_pyfunction!(split_turn, m)?)?;
+    m.add_function(wrap_pyfunction!(partial_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(tool_responses, m)?)?;
+    m.add("TURN_STOP_STRINGS", PyTuple::new(m.py(), protocol::STOP_STRINGS)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

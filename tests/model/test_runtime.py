@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from mrrec_edge.bundle import MANIFEST, Bundle, build_bundle, default_adapter
+from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.errors import BundleError
 from mrrec_edge.model import GUIDANCE_KINDS, LanguageModel
 from mrrec_edge.model.runtime import _common_prefix
+from tests.conftest import require_module
 from tests.helpers import ROOT, cli_json, run_cli
 
 QUESTIONS = [
@@ -94,6 +95,8 @@ def test_bundle_layout_and_manifest(bundle: Bundle) -> None:
     assert bundle.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert bundle.precision == "int8" and bundle.execution_provider == "cpu"
     # The default build merges the committed adapter (training/adapter) and names its run.
+    from mrrec_train.export import default_adapter
+
     shipped = default_adapter()
     if shipped is None:
         assert bundle.training is None and m["llm"]["adapter"] is None
@@ -134,7 +137,7 @@ def test_missing_manifest(llm_bundle_dir: Path, tmp_path: Path) -> None:
         Bundle.load(broken)
     assert str(broken) in str(info.value)
     assert "mrrec bundle build" in str(info.value)
-    assert "pip install 'mrrec-edge[train]'" in str(info.value)
+    assert "pip install ./training" in str(info.value)
 
 
 def test_missing_genai_config(llm_bundle_dir: Path, tmp_path: Path) -> None:
@@ -232,20 +235,16 @@ def test_training_run_is_recorded(llm_bundle_dir: Path, tmp_path: Path) -> None:
     assert Bundle.load(bundle).training == manifest["training"]
 
 
-def test_build_without_train_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import training.export
+def test_build_without_train_dependencies(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    require_module("mrrec_train")  # the workstation package: pip install ./training
+    from mrrec_train import export
+    from mrrec_train.bundle_writer import build_bundle
 
-    missing = (*training.export.NEEDED_MODULES, "no_such_module_for_mrrec")
-    monkeypatch.setattr(training.export, "NEEDED_MODULES", missing)
-    with pytest.raises(BundleError, match=r"pip install 'mrrec-edge\[train\]'"):
+    missing = (*export.NEEDED_MODULES, "no_such_module_for_mrrec")
+    monkeypatch.setattr(export, "NEEDED_MODULES", missing)
+    with pytest.raises(BundleError, match=r"no_such_module_for_mrrec missing\): pip install \./"):
         build_bundle(tmp_path / "bundle")
     assert list(tmp_path.iterdir()) == []  # failed before writing anything
-
-
-def test_build_without_training_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "training.export", None)
-    with pytest.raises(BundleError, match=r"`training` package"):
-        build_bundle(tmp_path / "bundle")
     with pytest.raises(ValueError, match="precision"):
         build_bundle(tmp_path / "bundle", precision="int3")
 
@@ -302,7 +301,7 @@ def test_chat_template_is_chatml(model: LanguageModel) -> None:
 
 
 def test_chat_template_matches_jinja(model: LanguageModel) -> None:
-    jinja2 = pytest.importorskip("jinja2")
+    jinja2 = require_module("jinja2")
     messages = [{"role": "user", "content": 'Quotes " and {braces} and \\ too'}]
     expected = jinja2.Template(model.chat_template).render(
         messages=messages, add_generation_prompt=True
@@ -654,10 +653,12 @@ def test_no_adapters_by_default(model: LanguageModel) -> None:
 @pytest.mark.slow
 def test_build_with_lora_adapter(llm_bundle_dir: Path, tmp_path: Path) -> None:
     """A random LoRA adapter is merged into the export and recorded in the manifest."""
-    torch = pytest.importorskip("torch")
-    peft = pytest.importorskip("peft")
-    from training.export import find_base_gguf
+    torch = require_module("torch", "train")
+    peft = require_module("peft", "train")
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mrrec_train.bundle_writer import build_bundle
+    from mrrec_train.export import find_base_gguf
 
     find_base_gguf()
     # An adapter for SmolLM2's shapes, made from a config (no weights needed to create it).

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mrrec_edge import InputError
-from mrrec_edge.bundle import folder_records
+from mrrec_edge.files import folder_records
 from mrrec_edge.memory.global_memory import (
     MAX_WORDS,
     GlobalEntry,

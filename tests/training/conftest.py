@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
 from tests.helpers import KEYWORDS_CSV, ML100K
 
 #: The first users of MovieLens 100K: enough train examples for a few steps, fast to prepare.
@@ -16,15 +17,14 @@ USERS = 24
 def _need_training_stack() -> None:
     for module in ("torch", "transformers", "peft", "gguf", "accelerate", "matplotlib"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (the `train` extra)")
-    from training.export import find_base_gguf
-
+            unavailable(f"{module} is not installed (the `train` extra)")
     from mrrec_edge.errors import BundleError
+    from mrrec_train.export import find_base_gguf
 
     try:
         find_base_gguf()
     except BundleError as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import require_module
 
-from training.packing import pack, packed_logprobs, rollout_paths  # noqa: E402
-from training.policy import ScoredTurn, turn_logprobs  # noqa: E402
+torch = require_module("torch", "train")
 
+from mrrec_train.packing import pack, packed_logprobs, rollout_paths  # noqa: E402
+from mrrec_train.policy import ScoredTurn, turn_logprobs  # noqa: E402
 from tests.training.tiny import tiny_llama  # noqa: E402
 
 CPU = torch.device("cpu")

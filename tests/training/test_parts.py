@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
+from tests.conftest import require_module
 
-from training.data import batch_for_step  # noqa: E402
-from training.lora import concat_adapters, merge_adapter  # noqa: E402
-from training.policy import Lockstep, Request, ScoredTurn, turn_logprobs  # noqa: E402
-from training.recipe import RECIPES_DIR, load_recipe  # noqa: E402
+torch = require_module("torch", "train")
+require_module("peft", "train")
 
 from mrrec_edge.errors import ConfigError  # noqa: E402
+from mrrec_train.data import batch_for_step  # noqa: E402
+from mrrec_train.lora import concat_adapters, merge_adapter  # noqa: E402
+from mrrec_train.policy import Lockstep, Request, ScoredTurn, turn_logprobs  # noqa: E402
+from mrrec_train.recipe import RECIPES_DIR, load_recipe  # noqa: E402
 from tests.training.tiny import tiny_llama  # noqa: E402
 
 
@@ -144,8 +145,9 @@ def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
     from types import SimpleNamespace
 
     from peft import LoraConfig, get_peft_model
-    from training.dist import Dist
-    from training.grpo import _fill, grpo_backward, pack_groups
+
+    from mrrec_train.dist import Dist
+    from mrrec_train.grpo import _fill, grpo_backward, pack_groups
 
     torch.manual_seed(0)
     model = get_peft_model(
@@ -177,7 +179,7 @@ def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
 
 
 def test_groups_with_equal_rewards_are_left_out_of_the_loss() -> None:
-    from training.grpo import group_advantages, pack_groups
+    from mrrec_train.grpo import group_advantages, pack_groups
 
     rollouts = [[ScoredTurn([5, 6], [7 + i])] for i in range(4)]
     advantages = group_advantages([1.0, 1.0, 0.0, 2.0], 2, scale=True)

@@ -7,10 +7,12 @@ import math
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import require_module
 
-from training.grpo import group_advantages, policy_loss  # noqa: E402
-from training.rewards import (  # noqa: E402
+torch = require_module("torch", "train")
+
+from mrrec_train.grpo import group_advantages, policy_loss  # noqa: E402
+from mrrec_train.rewards import (  # noqa: E402
     REWARDS,
     Rollout,
     cutoffs,

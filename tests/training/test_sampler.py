@@ -3,12 +3,11 @@ in common, and stops a row where generate() would."""
 
 from __future__ import annotations
 
-import pytest
+from tests.conftest import require_module
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch", "train")
 
-from training.sampler import TokenTree  # noqa: E402
-
+from mrrec_train.sampler import TokenTree  # noqa: E402
 from tests.training.tiny import tiny_llama  # noqa: E402
 
 CPU = torch.device("cpu")

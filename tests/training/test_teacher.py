@@ -16,13 +16,13 @@ import pytest
 def setup(small_data: tuple[Path, Path]):
     """The workspace of the first 24 users, the base tokenizer, 8 train examples (one per user:
     each user's first target) and the device's assistant settings."""
-    from training.base import base_checkpoint
-    from training.recipe import RolloutConfig
-    from training.rollout import assistant_config
     from transformers import AutoTokenizer
 
     from mrrec_edge.scenarios import load_examples
     from mrrec_edge.workspace import Workspace
+    from mrrec_train.base import base_checkpoint
+    from mrrec_train.recipe import RolloutConfig
+    from mrrec_train.rollout import assistant_config
 
     dataset, home = small_data
     tokenizer = AutoTokenizer.from_pretrained(str(base_checkpoint()))
@@ -33,7 +33,7 @@ def setup(small_data: tuple[Path, Path]):
 
 
 def test_traces_are_well_formed_and_honest(setup) -> None:
-    from training.sft import teacher_trace, trace_turns
+    from mrrec_train.sft import teacher_trace, trace_turns
 
     ws, tokenizer, examples, config = setup
     eos = tokenizer.eos_token_id
@@ -72,11 +72,10 @@ def test_traces_are_well_formed_and_honest(setup) -> None:
 def test_teacher_profiles_rank_the_target_high(setup) -> None:
     """The teacher's profile, written from memory alone, grounds its target better than the
     query alone does: SFT imitates useful answers."""
-    from training.rollout import ask, catalog_cutoffs
-    from training.sft import Teacher
-
     from mrrec_edge.assistant import Assistant
     from mrrec_edge.grounding import PROFILE_ONLY, REQUEST_ONLY
+    from mrrec_train.rollout import ask, catalog_cutoffs
+    from mrrec_train.sft import Teacher
 
     ws, tokenizer, examples, config = setup
     cuts = catalog_cutoffs(ws)

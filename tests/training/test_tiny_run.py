@@ -59,7 +59,7 @@ def tiny_run(
     tmp_path_factory: pytest.TempPathFactory, small_data: tuple[Path, Path], embedder_dir: Path
 ) -> tuple[Path, list[str]]:
     """The cut-down tiny recipe, run in this process: (run folder, its arguments)."""
-    from training import run
+    from mrrec_train import run
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     args = ["--recipe", "tiny", *data_overrides(small_data, embedder_dir, out), *SMALL]
@@ -101,9 +101,9 @@ def test_grpo_resumes_and_ships_one_adapter(tiny_run: tuple[Path, list[str]]) ->
     import torch
     from peft import PeftModel
     from safetensors.torch import load_file
-    from training.base import load_base
 
-    from training import grpo
+    from mrrec_train import grpo
+    from mrrec_train.base import load_base
 
     out, args = tiny_run
     assert grpo.main([*args, "--set", "grpo.steps=2"]) == 0
@@ -135,7 +135,7 @@ def test_grpo_resumes_and_ships_one_adapter(tiny_run: tuple[Path, list[str]]) ->
 def test_publish_ships_the_final_adapter_with_its_run(
     tiny_run: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
-    from training.publish import ADAPTER_FILES, publish
+    from mrrec_train.publish import ADAPTER_FILES, publish
 
     out, _ = tiny_run
     sft = tmp_path / "adapter-sft"
@@ -174,7 +174,7 @@ def test_resumed_run_equals_an_uninterrupted_one(
     tiny_run: tuple[Path, list[str]], tmp_path: Path
 ) -> None:
     """Sampling is seeded by step and the optimizer state is restored: step 2 comes out the same."""
-    from training import grpo
+    from mrrec_train import grpo
 
     out, args = tiny_run
     if (
@@ -204,17 +204,17 @@ def test_resumed_run_equals_an_uninterrupted_one(
 def test_tiny_recipe_as_shipped_exports_to_the_device_runtime(
     small_data: tuple[Path, Path], embedder_dir: Path, tmp_path: Path
 ) -> None:
-    """``python -m training.run --recipe tiny``, then the adapter through build_llm into an
+    """``python -m mrrec_train.run --recipe tiny``, then the adapter through build_llm into an
     onnxruntime-genai folder that loads, renders the training prompts and generates."""
-    from training.export import build_llm
-    from training.sft import ChatTokenizer
     from transformers import AutoTokenizer
 
     from mrrec_edge._core import Orchestrator
     from mrrec_edge.model import LanguageModel
+    from mrrec_train.export import build_llm
+    from mrrec_train.sft import ChatTokenizer
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "training.run", "--recipe", "tiny"]
+    cmd = [sys.executable, "-m", "mrrec_train.run", "--recipe", "tiny"]
     cmd += data_overrides(small_data, embedder_dir, out)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -227,7 +227,7 @@ def test_tiny_recipe_as_shipped_exports_to_the_device_runtime(
     model = LanguageModel.load(tmp_path / "llm")
     # The device renders exactly the prompt the policy was trained on.
     messages = Orchestrator("a funny movie for a Friday night").messages()
-    from training.base import base_checkpoint
+    from mrrec_train.base import base_checkpoint
 
     trained_on = ChatTokenizer(AutoTokenizer.from_pretrained(str(base_checkpoint())))
     assert model.apply_chat_template(messages) == trained_on.apply_chat_template(messages)
@@ -254,7 +254,7 @@ def test_torchrun_two_processes_log_the_same_metrics(
         "model.threads=1",
     ]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    cmd += ["--master_port", "29517", "-m", "training.grpo", *overrides]
+    cmd += ["--master_port", "29517", "-m", "mrrec_train.grpo", *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

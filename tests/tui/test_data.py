@@ -17,6 +17,7 @@ from mrrec_edge.tui.screens.dialogs import HelpScreen, TextDialog
 from mrrec_edge.tui.screens.importer import ImportScreen
 from mrrec_edge.tui.screens.onboarding import OnboardingScreen, missing_train_modules
 from mrrec_edge.tui.screens.users import UsersScreen
+from tests.conftest import unavailable
 from tests.tui.conftest import SIZE, make_app, wait_for
 
 # ana's history: MovieLens items by their ids, three comedies so she gets a Comedy pattern.
@@ -172,8 +173,10 @@ def test_first_run_without_bundle_or_data_onboards(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_onboarding_builds_the_bundle_in_the_background(tmp_path: Path) -> None:
-    """`b` runs the real `mrrec bundle build` (minutes; needs the train extra) while the UI
+    """`b` runs the real `mrrec bundle build` (minutes; needs the workstation package) while the UI
     stays responsive, and the app then uses the new bundle."""
+    if missing := missing_train_modules():
+        unavailable(f"the train extra is not installed (no {', '.join(missing)})")
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.toml").write_text(f'[bundle]\npath = "{tmp_path / "bundle"}"\n')
@@ -184,8 +187,6 @@ def test_onboarding_builds_the_bundle_in_the_background(tmp_path: Path) -> None:
             await pilot.pause()
             onboarding = app.screen
             assert isinstance(onboarding, OnboardingScreen)
-            if missing_train_modules():
-                pytest.skip("the train extra is not installed")
             await pilot.press("b")
             await wait_for(pilot, lambda: app.state == "building the bundle")
             await pilot.press("f1")  # the UI answers while the build runs

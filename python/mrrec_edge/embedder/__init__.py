@@ -1,6 +1,9 @@
-"""The text embedder: all-MiniLM-L6-v2 exported to ONNX (no torch) and run with onnxruntime."""
+"""The text embedder: all-MiniLM-L6-v2 as one ONNX graph, run with onnxruntime.
 
-from mrrec_edge.embedder.export import build_embedder
+The graph is exported on a workstation (``mrrec_train.embedder_export``, ``mrrec bundle
+embedder``); a device only runs it.
+"""
+
 from mrrec_edge.embedder.runtime import Embedder
 
-__all__ = ["Embedder", "build_embedder"]
+__all__ = ["Embedder"]

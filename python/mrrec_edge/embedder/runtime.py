@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,28 +10,12 @@ from typing import Any
 import numpy as np
 
 from mrrec_edge.errors import BundleError
+from mrrec_edge.files import sha256_file
+from mrrec_edge.host import available_cpus
 
 _REQUIRED_KEYS = ("name", "dimensions", "max_length", "sha256")
 _FILES = ("model.onnx", "tokenizer.json")
 _FIX = "run `mrrec bundle embedder` to rebuild it"
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (the affinity mask, not the host's count as cpu_count)."""
-    # In containers or under taskset os.cpu_count() overstates, and oversubscribing
-    # onnxruntime's spinning thread pool is much slower than using fewer threads.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_tokenizer(path: Path, max_length: int) -> Any:

@@ -24,7 +24,6 @@ from mrrec_edge import __version__
 from mrrec_edge._core import Orchestrator
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Recommendations
 from mrrec_edge.bundle import MANIFEST, Bundle
-from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import InputError
 from mrrec_edge.evaluation.fit import fit_hybrid
 from mrrec_edge.evaluation.metrics import (
@@ -37,6 +36,7 @@ from mrrec_edge.evaluation.metrics import (
     relative_gain,
 )
 from mrrec_edge.evaluation.rows import ROWS, Popularity, Row, static_memory
+from mrrec_edge.files import sha256_file
 from mrrec_edge.grounding import resolve_weights
 from mrrec_edge.model import LanguageModel
 from mrrec_edge.scenarios import load_examples, load_manifest, prepared_marker
@@ -470,7 +470,7 @@ def global_tokens(model: LanguageModel, query: str, entries: Sequence[Any]) -> i
     """Tokens the global memory adds to the system prompt, measured on the prompt itself."""
     if not entries:
         return 0
-    shown = Orchestrator(query, global_memory=entries).messages()[0]["content"]
+    shown = Orchestrator(query, global_memory=list(entries)).messages()[0]["content"]
     bare = Orchestrator(query).messages()[0]["content"]
     return model.count_tokens(shown) - model.count_tokens(bare)
 

@@ -2,8 +2,8 @@
 
 onnxruntime-genai runs the forward passes; the pick is ours. Its own guided decoding (llguidance
 inside it) spends one forward pass per token even where the grammar leaves a single choice, and
-in the assistant's protocol a third of the tokens are such: ``{"name": "memory_retrieval",
-"arguments": {"aspects": ["`` after ``<tool_call>``, the answer's keys and closing tags. Here
+in the assistant's protocol a third of the tokens are such: the memory call's fixed opening up to
+its first aspect, the answer's keys and the closing tags. Here
 the matcher (the llguidance package) hands them over as a run, and the runtime feeds the run to
 the model in one pass. The run is the tokenizer's own spelling of the forced text, the one the
 model saw in training, where token-by-token masking may spell it otherwise.

@@ -21,7 +21,7 @@ Sampled calls always start fresh, so a seed means the same thing every time.
 Guided decoding (the llguidance package, :mod:`mrrec_edge.model.picking`) constrains the tokens to
 a JSON schema, a regex or a Lark grammar, so the orchestrator's answer format cannot break, and
 feeds the tokens the grammar forces to the model in one pass. Lark grammars may embed JSON schemas
-(``%json {...}``), e.g. ``start: "<answer>" %json {"type": "object"} "</answer>"``.
+(``%json {...}``), e.g. ``start: "{" %json {"type": "object"} "}"``.
 onnxruntime-genai runs the forward passes; picking each token (mask, greedy or sampled) is ours.
 
 LoRA adapters (``og.Adapters``) need a graph whose LoRA weights are inputs (as Olive's
@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from mrrec_edge.embedder.runtime import available_cpus
 from mrrec_edge.errors import BundleError
+from mrrec_edge.host import available_cpus
 from mrrec_edge.model.picking import GrammarTokenizer, Guide, guidance_spec, pick
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -60,7 +60,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return n
 
 
-_FIX = "rebuild the bundle with `mrrec bundle build` (needs `pip install 'mrrec-edge[train]'`)"
+_FIX = "rebuild the bundle with `mrrec bundle build` (on a workstation: `pip install ./training`)"
 
 
 @dataclass(frozen=True)

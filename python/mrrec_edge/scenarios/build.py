@@ -22,9 +22,8 @@ from typing import Any
 
 from mrrec_edge import __version__
 from mrrec_edge._core import MemoryStore
-from mrrec_edge.bundle import folder_records, replace_dir
-from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import InputError
+from mrrec_edge.files import atomic_dir, folder_records, sha256_file
 from mrrec_edge.scenarios.datasheet import render_datasheet
 from mrrec_edge.scenarios.queries import (
     TEMPLATES,
@@ -461,10 +460,7 @@ def build_scenarios(
     }
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp's 0700 would make the dataset private to its builder
+    with atomic_dir(out) as tmp:
         hist = tmp / HISTORY_DIR
         hist.mkdir()
         inter_name, item_name, user_name = LAYOUTS[source.layout]
@@ -485,10 +481,6 @@ def build_scenarios(
         (tmp / MANIFEST).write_text(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mrrec_edge.bundle import replace_dir
 from mrrec_edge.config import CONFIG_FILE, load_settings
-from mrrec_edge.embedder.runtime import sha256_file
 from mrrec_edge.errors import BundleError, InputError, StoreError
+from mrrec_edge.files import replace_dir, sha256_file
 from mrrec_edge.scenarios.build import (
     DATASET_VERSION,
     MANIFEST,

@@ -9,16 +9,13 @@ payload of the saved assistant message, so a resumed conversation shows exactly 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mrrec_edge._core import MemoryEntry, MemoryStore
+from mrrec_edge._core import MemoryEntry, MemoryStore, partial_profile, split_turn
 from mrrec_edge.assistant import Done, Event, Memories, Profile, Recommendations, Token, ToolCall
 
 PAYLOAD_VERSION = 1
-
-_PROFILE_START = re.compile(r'"ideal_item_profile"\s*:\s*"')
 
 
 def memory_dict(entry: MemoryEntry, score: float | None = None) -> dict[str, Any]:
@@ -31,46 +28,6 @@ def memory_dict(entry: MemoryEntry, score: float | None = None) -> dict[str, Any
     if score is not None:
         out["score"] = round(score, 6)
     return out
-
-
-def split_turn(text: str) -> tuple[str, str, str]:
-    """A (possibly partial) model turn as (reasoning, action kind, action body).
-
-    The turn grammar is ``<think>...</think>`` then ``<tool_call>{json}</tool_call>`` or
-    ``<answer>{json}</answer>``; kind is ``""`` until the action starts.
-    """
-    think, sep, rest = text.partition("</think>")
-    think = think.removeprefix("<think>")
-    if not sep:
-        return think, "", ""
-    rest = rest.lstrip()
-    for tag, kind in (("<tool_call>", "call"), ("<answer>", "answer")):
-        if rest.startswith(tag):
-            return think, kind, rest.removeprefix(tag).split("</", 1)[0]
-    return think, "", rest
-
-
-def partial_profile(body: str) -> str:
-    """The ideal item profile from a possibly unfinished ``<answer>`` JSON body."""
-    m = _PROFILE_START.search(body)
-    if not m:
-        return ""
-    raw, escaped = [], False
-    for ch in body[m.end() :]:
-        if ch == '"' and not escaped:
-            break
-        raw.append(ch)
-        escaped = ch == "\\" and not escaped
-    text = "".join(raw)
-    if escaped:  # a dangling backslash: its escape has not streamed yet
-        text = text[:-1]
-    try:
-        out = json.loads(f'"{text}"')
-    except json.JSONDecodeError:  # a \\u escape cut short: leave it for the next token
-        whole = text.rsplit("\\", 1)[0]
-        out = json.loads(f'"{whole}"')
-    # The first half of an escaped surrogate pair waits for its second half.
-    return out[:-1] if out and "\ud800" <= out[-1] <= "\udbff" else out
 
 
 @dataclass

@@ -18,6 +18,7 @@
 
 mod parse;
 mod prompt;
+pub mod protocol;
 
 use serde::Serialize;
 
@@ -26,7 +27,9 @@ pub use prompt::escape;
 
 use crate::model::Tier;
 
-/// Limits of one conversation turn loop.
+/// Limits of one conversation turn loop: the assistant's one set of defaults. The device, the
+/// evaluation, the SFT teacher and the training rollouts all start from [`Default`], so the model
+/// is trained on the prompts it will see.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrchestratorConfig {
     /// Memory calls allowed before the model must answer.
@@ -41,17 +44,27 @@ pub struct OrchestratorConfig {
     pub max_think_chars: usize,
     /// Longest ideal item profile, in characters.
     pub max_profile_chars: usize,
+    /// Global memory entries the host puts in the system prompt.
+    pub global_k: usize,
+    /// Tokens one model turn may take (the host cuts decoding there): above what the grammar
+    /// allows (reasoning + answer characters, and a digit or symbol can be a token each), so a
+    /// turn is cut off only by a runaway model.
+    pub max_turn_tokens: usize,
 }
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
+        // Two calls and short turns: what the tuned model was trained with, and what answers in
+        // under a second on a laptop CPU (docs/RESULTS.md).
         OrchestratorConfig {
-            max_memory_calls: 3,
+            max_memory_calls: 2,
             memory_token_budget: 384,
             memory_k: 3,
             max_aspects: 4,
-            max_think_chars: 400,
-            max_profile_chars: 400,
+            max_think_chars: 200,
+            max_profile_chars: 300,
+            global_k: 3,
+            max_turn_tokens: 640,
         }
     }
 }

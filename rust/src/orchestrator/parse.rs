@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::protocol::{ANSWER_CLOSE, ANSWER_OPEN, CALL_CLOSE, CALL_OPEN, MEMORY_TOOL, THINK_CLOSE};
 use super::OrchestratorConfig;
 use crate::model::Tier;
 
@@ -26,24 +27,24 @@ fn clean(s: &str, max_chars: usize) -> String {
 
 pub fn parse_turn(output: &str, config: &OrchestratorConfig) -> Result<Turn, String> {
     // The reasoning comes first; the action is what follows it.
-    let action = match output.find("</think>") {
-        Some(i) => &output[i + "</think>".len()..],
+    let action = match output.find(THINK_CLOSE) {
+        Some(i) => &output[i + THINK_CLOSE.len()..],
         None => output,
     };
-    let call = between(action, "<tool_call>", "</tool_call>");
-    let answer = between(action, "<answer>", "</answer>");
+    let call = between(action, CALL_OPEN, CALL_CLOSE);
+    let answer = between(action, ANSWER_OPEN, ANSWER_CLOSE);
     match (call, answer) {
         (Some(c), None) => parse_call(c, config),
         (None, Some(a)) => parse_answer(a, config),
         (Some(_), Some(_)) => Err("both a memory call and an answer in one turn".into()),
-        (None, None) => Err("neither <tool_call> nor <answer>".into()),
+        (None, None) => Err(format!("neither {CALL_OPEN} nor {ANSWER_OPEN}")),
     }
 }
 
 fn parse_call(body: &str, config: &OrchestratorConfig) -> Result<Turn, String> {
     let v: Value = serde_json::from_str(body.trim()).map_err(|e| format!("tool call is not JSON: {e}"))?;
-    if v.get("name").and_then(Value::as_str) != Some("memory_retrieval") {
-        return Err("unknown tool (only memory_retrieval exists)".into());
+    if v.get("name").and_then(Value::as_str) != Some(MEMORY_TOOL) {
+        return Err(format!("unknown tool (only {MEMORY_TOOL} exists)"));
     }
     let args = v.get("arguments").ok_or("tool call has no arguments")?;
     let aspects: Vec<String> = args

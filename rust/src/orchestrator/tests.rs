@@ -266,3 +266,69 @@ fn pathological_turns_end_in_a_fallback() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The turns the teacher renders are exactly what the parser and the grammar's examples read.
+#[test]
+fn rendered_turns_parse_back() {
+    let aspects = vec!["comedies they liked".to_string(), "a <b> night".to_string()];
+    let call = protocol::render_call("Check <what> they liked.", &aspects, Some("profile"), None);
+    assert_eq!(
+        call,
+        "<think>Check ‹what› they liked.</think>\n<tool_call>{\"name\": \"memory_retrieval\", \"arguments\": \
+         {\"aspects\": [\"comedies they liked\", \"a ‹b› night\"], \"tier\": \"profile\"}}</tool_call>"
+    );
+    match parse_turn(&call, &OrchestratorConfig::default()) {
+        Ok(Turn::Call { aspects, tier, category }) => {
+            assert_eq!(aspects, ["comedies they liked", "a ‹b› night"]);
+            assert_eq!(tier, Some(Tier::Profile));
+            assert_eq!(category, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    let answer = protocol::render_answer("Use m3.", "A comedy like \"Heathers\" (1989) – Ünïcode.", &[3, 40]);
+    assert_eq!(
+        answer,
+        "<think>Use m3.</think>\n<answer>{\"ideal_item_profile\": \"A comedy like \\\"Heathers\\\" (1989) – Ünïcode.\", \
+         \"useful_memory_ids\": [\"m3\", \"m40\"]}</answer>"
+    );
+    match parse_turn(&answer, &OrchestratorConfig::default()) {
+        Ok(Turn::Answer { profile, memory_ids }) => {
+            assert_eq!(profile, "A comedy like \"Heathers\" (1989) – Ünïcode.");
+            assert_eq!(memory_ids, [3, 40]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tool_responses_are_read_block_by_block() {
+    let mut o = Orchestrator::new(OrchestratorConfig::default(), "q", &[]);
+    o.feed(CALL);
+    o.add_memories(&[memory(12, "likes comedies"), memory(40, "dislikes gore")], &estimate_tokens);
+    let prompt: String = o.messages().iter().map(|m| format!("{}\n", m.content)).collect();
+    assert_eq!(protocol::tool_responses(&prompt), vec![vec![12, 40]]);
+    // The system prompt names the tag mid-sentence: no block.
+    assert!(protocol::tool_responses(&o.messages()[0].content).is_empty());
+}
+
+proptest! {
+    /// Streaming: every prefix of a rendered answer splits into a prefix of its reasoning and a
+    /// prefix of its profile, and the whole turn gives both whole.
+    #[test]
+    fn partial_answers_stream_prefixes(think in "[^<]{1,30}", profile in "\\PC{2,60}", cut in 0.0f64..1.0) {
+        let turn = protocol::render_answer(&think, &profile, &[1]);
+        let (whole_think, kind, body) = protocol::split_turn(&turn);
+        prop_assert_eq!(kind, protocol::ActionKind::Answer);
+        let escaped = escape(&think);
+        prop_assert_eq!(&whole_think, &escaped);
+        let whole = protocol::partial_profile(&body);
+        prop_assert_eq!(&whole, &escape(&profile));
+        let mut at = (turn.len() as f64 * cut) as usize;
+        while !turn.is_char_boundary(at) {
+            at -= 1;
+        }
+        let (part_think, _, part_body) = protocol::split_turn(&turn[..at]);
+        prop_assert!(escaped.starts_with(&part_think), "{:?} is no prefix of {:?}", part_think, escaped);
+        prop_assert!(whole.starts_with(&protocol::partial_profile(&part_body)));
+    }
+}

