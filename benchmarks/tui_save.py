@@ -21,7 +21,7 @@ from mrrec_edge._core import MemoryStore
 from mrrec_edge.assistant import Token
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
-from mrrec_edge.tui.answer import Answer, AnswerRecorder
+from mrrec_edge.conversations import Answer, AnswerRecorder
 
 PROMPT = "Describe, in detail, three comedies from the 1990s that a family would enjoy together."
 

@@ -263,14 +263,11 @@ class Assistant:
         ids as the store does, like every baseline, and turn it off).
         """
         c = self.config
-        store = self.ws.store
         timings = {"retrieval": 0.0, "prefill": 0.0, "decode": 0.0, "grounding": 0.0}
         started = perf_counter()
 
         t = perf_counter()
-        global_hits = store.search_memory(
-            vector=self.ws.embed_query(query), text=query, tiers=["global"], k=c.global_k
-        )
+        global_hits = self.ws.search_memory(query, tiers=["global"], k=c.global_k)
         timings["retrieval"] += perf_counter() - t
         orch = self._orchestrator(query, global_hits)
         retrieved: dict[int, MemoryEntry] = {}
@@ -348,7 +345,7 @@ class Assistant:
         )
         timings["grounding"] = perf_counter() - t
         supporters = sorted({i for g in grounded for i in g.because})
-        titles = {it.item_id: it.title for it in store.items_by_id(supporters)}
+        titles = {it.item_id: it.title for it in self.ws.items_by_id(supporters)}
         recommendations = []
         for g in grounded:
             why, memories = _why(g, cited, query, titles)
@@ -373,17 +370,10 @@ class Assistant:
         text = "; ".join(action["aspects"])
         allowed = list(self.config.memory_tiers)
         tiers = [action["tier"]] if action["tier"] in allowed else allowed
-        search = {
-            "vector": self.ws.embed_query(text),
-            "text": text,
-            "k": action["k"],
-            "user": user,
-            "tiers": tiers,
-            "exclude": exclude,
-        }
+        search = {"user": user, "k": action["k"], "tiers": tiers, "exclude": exclude}
         if action["category"]:
-            hits = self.ws.store.search_memory(**search, categories=[action["category"]])
+            hits = self.ws.search_memory(text, **search, categories=[action["category"]])
             if hits:
                 return hits
             # A category the user has no memory of: search without it rather than return nothing.
-        return self.ws.store.search_memory(**search)
+        return self.ws.search_memory(text, **search)

@@ -10,11 +10,19 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mrrec_edge._core import GroundedItem, GroundRequest, MemoryHit, MemoryStore
+from mrrec_edge._core import (
+    GroundedItem,
+    GroundRequest,
+    Item,
+    ItemHit,
+    MemoryEntry,
+    MemoryHit,
+    MemoryStore,
+)
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.embedder import Embedder
@@ -22,6 +30,9 @@ from mrrec_edge.errors import BundleError, InputError, NotFoundError
 from mrrec_edge.grounding import Weights, resolve_weights
 from mrrec_edge.memory import MemoryBuilder, StatsSummarizer
 from mrrec_edge.model import LanguageModel
+
+if TYPE_CHECKING:
+    from mrrec_edge.conversations import Conversations
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +397,51 @@ class Workspace:
                 taken.add(key)
                 items.append(g)
         return items[:k]
+
+    # -- conversations, users, indexes -------------------------------------------------------
+
+    @property
+    def conversations(self) -> Conversations:
+        """Saved conversations: the one service the TUI and ``mrrec ask`` both save through."""
+        from mrrec_edge.conversations import Conversations  # it imports the assistant, which us
+
+        return Conversations(self.store)
+
+    def users(self) -> list[str]:
+        return self.store.users()
+
+    def add_user(self, user: str) -> bool:
+        """Adds a user with no history; False when there is one already."""
+        return self.store.add_user(user)
+
+    def stats(self) -> dict[str, Any]:
+        return self.store.stats()
+
+    def items_by_id(self, ids: Sequence[int]) -> list[Item]:
+        return self.store.items_by_id(list(ids))
+
+    def user_history(self, user: str) -> list[dict[str, Any]]:
+        return self.store.user_history(user)
+
+    def list_memory(self, **filters: Any) -> list[MemoryEntry]:
+        return self.store.list_memory(**filters)
+
+    def search_items(self, text: str, **options: Any) -> list[ItemHit]:
+        return self.store.search_items(text, **options)
+
+    def open_indexes(self) -> dict[str, Any]:
+        """Opens the derived vector indexes (rebuilding any that is stale or damaged)."""
+        return self.store.open_indexes()
+
+    def rebuild_indexes(self) -> dict[str, Any]:
+        return self.store.rebuild_indexes()
+
+    def open_collab(self) -> dict[str, Any] | None:
+        """Loads the collaborative index when it is current; None when it must be rebuilt."""
+        return self.store.open_collab()
+
+    def rebuild_collab(self) -> dict[str, Any]:
+        return self.store.rebuild_collab()
 
     def close(self) -> None:
         self.store.flush()

@@ -81,6 +81,24 @@ def test_ask_is_deterministic_and_the_api_matches_the_cli(
     assert again["stats"] == answers[query]["stats"]
 
 
+def test_ask_saves_a_conversation_the_tui_resumes(ask_home: Path, answers: dict[str, dict]) -> None:
+    """Each `mrrec ask` is saved through the same conversation service as the TUI's chat: the
+    question, then the whole answer (profile, cards, reasons), listed under the user."""
+    ids = [out["conversation_id"] for out in answers.values()]
+    assert all(isinstance(i, int) for i in ids) and len(set(ids)) == len(ids)
+    with Workspace.open(ask_home) as ws:
+        listed = [c["id"] for c in ws.conversations.for_user("1")]
+        assert set(ids) <= set(listed)
+        assert ws.conversations.latest("1") == max(ids)
+        for query, out in answers.items():
+            question, reply = ws.conversations.messages(out["conversation_id"])
+            assert (question.role, question.text, question.answer) == ("user", query, None)
+            assert reply.answer is not None and reply.answer.status == "done"
+            assert reply.answer.text == out["ideal_item_profile"]
+            saved = [(r["item"], r["why"]) for r in reply.answer.recommendations]
+            assert saved == [(r["item_id"], r["why"]) for r in out["recommendations"]]
+
+
 def test_ask_errors_are_one_clear_line(ask_home: Path, tmp_path: Path) -> None:
     unknown = run_cli(ask_home, "ask", "--user", "nobody", "anything", check=False)
     assert unknown.returncode == 1 and "unknown user 'nobody'" in unknown.stderr

@@ -31,7 +31,7 @@ from itertools import islice
 from pathlib import Path
 
 from mrrec_edge._core import MemoryStore
-from mrrec_edge.tui.answer import Answer
+from mrrec_edge.conversations import Answer
 from mrrec_edge.workspace import parse_feedback
 from tests.helpers import ROOT, run_cli
 from tests.reliability.plans import (

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from mrrec_edge.assistant import Profile, Token
-from mrrec_edge.tui.answer import Answer, AnswerRecorder
+from mrrec_edge.conversations import Answer, AnswerRecorder
 from mrrec_edge.workspace import Workspace
 from tests.reliability.plans import (
     FLUSH_EVERY,

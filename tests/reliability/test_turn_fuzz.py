@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mrrec_edge._core import Orchestrator, split_turn
 from mrrec_edge.assistant import Profile, Token
-from mrrec_edge.tui.answer import Answer
+from mrrec_edge.conversations import Answer
 
 FUZZ = settings(
     max_examples=int(os.environ.get("MRREC_FUZZ_EXAMPLES", "300")),

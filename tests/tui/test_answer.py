@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mrrec_edge._core import MemoryStore, partial_profile, split_turn
 from mrrec_edge.assistant import Done, Profile, Token, ToolCall
-from mrrec_edge.tui.answer import Answer, AnswerRecorder
+from mrrec_edge.conversations import Answer, AnswerRecorder
 
 CALL = '<think>They want comedy.</think>\n<tool_call>{"name": "memory_retrieval", "arguments": {"aspects": ["comedy"]}}</tool_call>'
 ANSWER = '<think>Dry humour.</think>\n<answer>{"ideal_item_profile": "A dry \\"witty\\" comedy", "useful_memory_ids": ["m1"]}</answer>'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from textual.widgets import DataTable, Static
 
-from mrrec_edge.tui.answer import Answer, Turn, memory_dict
+from mrrec_edge.conversations import Answer, Turn, memory_dict
 from mrrec_edge.tui.screens.chat import ChatScreen
 from mrrec_edge.tui.screens.memory import MemoryScreen
 from mrrec_edge.tui.widgets.cards import RecommendationCard

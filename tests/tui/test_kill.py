@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mrrec_edge._core import MemoryStore
-from mrrec_edge.tui.answer import Answer
+from mrrec_edge.conversations import Answer
 from tests.helpers import ROOT
 from tests.reliability.crash import integrity_problems
 from tests.reliability.sql import query

@@ -15,7 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from mrrec_edge.config import Settings
-from mrrec_edge.tui.answer import Answer, Turn, memory_dict
+from mrrec_edge.conversations import Answer, Turn, memory_dict
 from mrrec_edge.tui.app import MrrecApp
 from mrrec_edge.tui.screens.chat import ChatScreen
 from mrrec_edge.tui.screens.memory import MemoryScreen

@@ -1,4 +1,5 @@
-"""``mrrec ask``: one question to the assistant, streamed, or as one JSON object."""
+"""``mrrec ask``: one question to the assistant, streamed, or as one JSON object, saved as a
+conversation (the TUI's conversation list shows it)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def _memory_json(entry: Any) -> dict[str, Any]:
     }
 
 
-def answer_json(user: str, query: str, events: list[Any]) -> dict[str, Any]:
+def answer_json(
+    user: str, query: str, events: list[Any], conversation_id: int | None = None
+) -> dict[str, Any]:
     """The one JSON object of ``mrrec ask --json`` from a finished stream of events."""
     profile = next(e for e in events if isinstance(e, Profile))
     recs = next(e for e in events if isinstance(e, Recommendations))
@@ -39,6 +42,7 @@ def answer_json(user: str, query: str, events: list[Any]) -> dict[str, Any]:
     return {
         "user": user,
         "query": query,
+        "conversation_id": conversation_id,
         "recommendations": [
             {
                 "item_id": r.item.ext_id,
@@ -86,12 +90,24 @@ def ask_command(
         if ws.ensure_user_memory(user):
             err_console.print(f"built the memory of user {user} first", style="dim")
         events = []
-        for event in Assistant(ws, model).ask(user, query, k=k, include_seen=include_seen):
-            events.append(event)
-            if not as_json:
-                _show(event)
+        recorder = ws.conversations.ask(None, user, query)
+        try:
+            for event in Assistant(ws, model).ask(user, query, k=k, include_seen=include_seen):
+                events.append(event)
+                recorder.answer.apply(event)
+                recorder.save()
+                if not as_json:
+                    _show(event)
+        except BaseException as exc:
+            recorder.finish("error", str(exc))
+            raise
+        recorder.finish("done")
     if as_json:
-        emit_json(answer_json(user, query, events))
+        emit_json(answer_json(user, query, events, recorder.conversation_id))
+    else:
+        err_console.print(
+            f"saved as conversation {recorder.conversation_id} (mrrec-tui: ctrl+o)", style="dim"
+        )
 
 
 def _show(event: Any) -> None:

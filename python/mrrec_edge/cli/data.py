@@ -68,7 +68,7 @@ def import_command(
         # not on the first answer.
         with progress_bar(counts=False) as bar:
             bar.add_task("updating the collaborative index", total=None)
-            report["collab"] = ws.store.open_collab()
+            report["collab"] = ws.open_collab()
     if as_json:
         emit_json(report)
         return
@@ -95,7 +95,7 @@ def embed_with_progress(ws: Workspace) -> int:
         task = bar.add_task("embedding", total=pending)
         done = ws.embed_pending(progress=lambda n: bar.advance(task, n))
         bar.update(task, description="indexing")
-        ws.store.open_indexes()
+        ws.open_indexes()
     return done
 
 
@@ -132,7 +132,7 @@ def fetch_command(settings: Settings, dataset: str, dest: Path | None, source: s
 @click.pass_obj
 def stats_command(settings: Settings, as_json: bool) -> None:
     """Counts of users, items, interactions and memory entries by tier."""
-    stats = Workspace(settings).store.stats()
+    stats = Workspace(settings).stats()
     if as_json:
         emit_json(stats)
         return
@@ -339,7 +339,7 @@ def global_memory_command(settings: Settings, dataset: Path, split: str, as_json
             report = build_global_memory(
                 ws, examples, split=split, progress=lambda n: bar.advance(task, n)
             )
-        ws.store.open_indexes()
+        ws.open_indexes()
     if as_json:
         emit_json(report)
     else:

@@ -80,7 +80,7 @@ def build_command(
     if users and all_users:
         raise click.UsageError("give --user or --all, not both")
     with Workspace(settings) as ws:
-        targets = list(users) or ws.store.users()
+        targets = list(users) or ws.users()
         with progress_bar() as bar:
             task = bar.add_task("building memory", total=len(targets))
             totals = ws.memory_builder(summarizer).build_all(
@@ -132,7 +132,7 @@ def items_search_command(
     settings: Settings, text: str, categories: tuple[str, ...], k: int, as_json: bool
 ) -> None:
     """Find catalog items by title, genre or keyword."""
-    hits = Workspace(settings).store.search_items(text, k=k, categories=list(categories) or None)
+    hits = Workspace(settings).search_items(text, k=k, categories=list(categories) or None)
     if as_json:
         emit_json([h.to_dict() for h in hits])
         return
@@ -159,8 +159,8 @@ def rebuild_command(settings: Settings, as_json: bool) -> None:
         embedded = embed_with_progress(ws)
         with progress_bar(counts=False) as bar:
             bar.add_task("rebuilding dense indexes", total=None)
-            report = ws.store.rebuild_indexes()
-            collab = ws.store.rebuild_collab()
+            report = ws.rebuild_indexes()
+            collab = ws.rebuild_collab()
     report["embedded"] = embedded
     report["collab"] = collab
     if as_json:

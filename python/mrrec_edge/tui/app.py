@@ -98,7 +98,7 @@ class MrrecApp(App[None]):
 
     def on_mount(self) -> None:
         self.check_bundle()
-        users = self.workspace.store.users()
+        users = self.workspace.users()
         if self._initial_user is not None:
             if self._initial_user in users:
                 self.user = self._initial_user
@@ -133,7 +133,7 @@ class MrrecApp(App[None]):
         with self._model_lock:
             model = self.workspace.model
             _ = self.workspace.embedder
-            self.workspace.store.open_collab()
+            self.workspace.open_collab()
         return model
 
     def set_user(self, user: str) -> None:
@@ -213,7 +213,7 @@ class MrrecApp(App[None]):
         def imported(report: dict[str, Any] | None) -> None:
             if report is None:
                 return
-            users = self.workspace.store.users()
+            users = self.workspace.users()
             if report.get("user"):
                 self.user = report["user"]
             elif self.user is None and users:

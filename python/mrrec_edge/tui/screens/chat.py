@@ -2,12 +2,12 @@
 
 Generation runs in a worker thread (Elia's pattern): the input is locked while the model
 answers, Esc cancels it before the next token, and the answer is saved into the conversation
-as it streams (:class:`~mrrec_edge.tui.answer.AnswerRecorder`).
+as it streams, through the workspace's conversations (:mod:`mrrec_edge.conversations`), the same
+service ``mrrec ask`` saves through.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -19,8 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from mrrec_edge.assistant import Assistant, Event
+from mrrec_edge.conversations import Answer
 from mrrec_edge.errors import MrrecError
-from mrrec_edge.tui.answer import Answer, AnswerRecorder
 from mrrec_edge.tui.screens.dialogs import ConversationsScreen
 from mrrec_edge.tui.widgets.cards import RecommendationCard
 from mrrec_edge.tui.widgets.status import StatusBar
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 #: Recommendations per answer.
 K = 10
-CONVERSATION_TITLE_CHARS = 60
 
 
 class ChatScreen(Screen[None]):
@@ -116,7 +115,7 @@ class ChatScreen(Screen[None]):
             self.notify("Pick a user first (F4).", severity="warning")
             return
         try:
-            conversations = self.mrrec.workspace.store.list_conversations(user)
+            conversations = self.mrrec.workspace.conversations.for_user(user)
         except MrrecError as exc:
             self.mrrec.report_error(exc)
             return
@@ -132,7 +131,7 @@ class ChatScreen(Screen[None]):
     def load_conversation(self, conversation_id: int) -> None:
         """Shows a saved conversation and continues it."""
         try:
-            messages = self.mrrec.workspace.store.conversation_messages(conversation_id)
+            messages = self.mrrec.workspace.conversations.messages(conversation_id)
         except MrrecError as exc:
             self.mrrec.report_error(exc)
             return
@@ -141,16 +140,11 @@ class ChatScreen(Screen[None]):
         transcript = self.query_one("#transcript")
         trace = self.query_one(TracePanel)
         for m in messages:
-            if m["role"] == "user":
-                transcript.mount(UserMessage(m["content"]))
-            elif m["role"] == "assistant":
-                try:
-                    payload = json.loads(m["payload"] or "{}")
-                except json.JSONDecodeError:
-                    payload = {}
-                answer = Answer.from_payload(payload, content=m["content"])
-                transcript.mount(AssistantMessage(answer, m["id"]))
-                trace.add(answer)
+            if m.answer is None:
+                transcript.mount(UserMessage(m.text))
+            else:
+                transcript.mount(AssistantMessage(m.answer, m.id))
+                trace.add(m.answer)
         self._show_empty()
         transcript.scroll_end(animate=False)
         self.query_one("#prompt", Input).focus()
@@ -228,16 +222,11 @@ class ChatScreen(Screen[None]):
             model = self.mrrec.load_model()
             if ws.ensure_user_memory(user):
                 self.app.call_from_thread(self.notify, f"Built the memory of user {user} first.")
-            conversation = conversation_id
-            if conversation is None:
-                conversation = ws.store.create_conversation(user, query[:CONVERSATION_TITLE_CHARS])
-                if self._epoch == epoch:  # still the same chat: the next question continues it
-                    self.conversation_id = conversation
-            ws.store.add_message(conversation, "user", query)
-            view.message_id = ws.store.add_message(
-                conversation, "assistant", "", json.dumps(answer.payload())
-            )
-            recorder = AnswerRecorder(ws.store, view.message_id, answer)
+            recorder = ws.conversations.ask(conversation_id, user, query, answer)
+            if conversation_id is None and self._epoch == epoch:
+                # Still the same chat: the next question continues this conversation.
+                self.conversation_id = recorder.conversation_id
+            view.message_id = recorder.message_id
             status = "done"
             try:
                 for event in Assistant(ws, model).ask(user, query, k=K, cancel=cancel):
@@ -282,11 +271,7 @@ class ChatScreen(Screen[None]):
             if message is not None and message.message_id is not None:
                 # The card shows the same acknowledgment when the conversation is resumed.
                 message.answer.feedback[card.item] = action
-                ws.store.update_message(
-                    message.message_id,
-                    message.answer.text,
-                    json.dumps(message.answer.payload(), ensure_ascii=False),
-                )
+                ws.conversations.save_answer(message.message_id, message.answer)
             return out
 
         def done(out: dict[str, Any]) -> None:

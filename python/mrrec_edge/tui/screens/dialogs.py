@@ -145,7 +145,7 @@ class ConversationsScreen(ModalScreen[int | None]):
                 return
             app = cast("MrrecApp", self.app)
             try:
-                app.workspace.store.delete_conversation(int(option.id or 0))
+                app.workspace.conversations.delete(int(option.id or 0))
             except MrrecError as exc:
                 app.report_error(exc)
                 return

@@ -175,7 +175,7 @@ class ImportScreen(ModalScreen[dict[str, Any] | None]):
                 last = now
                 self.app.call_from_thread(fn, *args)
 
-        before = set(ws.store.users())
+        before = set(ws.users())
         report = ws.import_data(
             kind,
             path,
@@ -198,8 +198,8 @@ class ImportScreen(ModalScreen[dict[str, Any] | None]):
             except ImportCancelled:
                 report["embedded"] = done  # what was embedded stays; the rest resumes later
             self.app.call_from_thread(self._progress, "indexing", 0, 0)
-            ws.store.open_indexes()
-        added = [u for u in ws.store.users() if u not in before]
+            ws.open_indexes()
+        added = [u for u in ws.users() if u not in before]
         if user is None and len(added) == 1:
             user = added[0]  # one new person's history: switch to them, as for an export
         if user:

@@ -126,7 +126,7 @@ class MemoryScreen(Screen[None]):
             if text:
                 hits = ws.search_memory(text, user=owner, k=SEARCH_K, tiers=[tier])
                 return [h.entry for h in hits], [h.score for h in hits]
-            return ws.store.list_memory(user=owner, tiers=[tier], limit=LIST_LIMIT), None
+            return ws.list_memory(user=owner, tiers=[tier], limit=LIST_LIMIT), None
 
         self.mrrec.run_task(
             load,

@@ -117,7 +117,7 @@ class OnboardingScreen(Screen[None]):
             how.update(Content.assemble(intro, (BUILD_COMMANDS, "bold")))
             how.display = True
         self.query_one("#build", Button).disabled = bundle_ok or self._process is not None
-        users = app.workspace.store.users()
+        users = app.workspace.users()
         data = self.query_one("#data-state", Static)
         if users:
             data.update(Content.styled(f"✓ History: {len(users)} users imported", "$success"))

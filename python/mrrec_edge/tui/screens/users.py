@@ -66,7 +66,7 @@ class UsersScreen(Screen[None]):
 
     def refresh_users(self) -> None:
         try:
-            users = self.mrrec.workspace.store.users()
+            users = self.mrrec.workspace.users()
         except MrrecError as exc:
             self.mrrec.report_error(exc)
             return
@@ -108,13 +108,13 @@ class UsersScreen(Screen[None]):
         self.mrrec.switch_mode("chat")
 
     def _show_info(self, user: str) -> None:
-        store = self.mrrec.workspace.store
+        ws = self.mrrec.workspace
         try:
-            history = store.user_history(user)
+            history = ws.user_history(user)
             tiers: dict[str, int] = {}
-            for e in store.list_memory(user=user, tiers=["pattern", "profile"], limit=1000):
+            for e in ws.list_memory(user=user, tiers=["pattern", "profile"], limit=1000):
                 tiers[e.tier] = tiers.get(e.tier, 0) + 1
-            conversations = len(store.list_conversations(user, limit=1000))
+            conversations = len(ws.conversations.for_user(user, limit=1000))
         except MrrecError as exc:
             self.mrrec.report_error(exc)
             return
@@ -144,7 +144,7 @@ class UsersScreen(Screen[None]):
             if not name:
                 return
             try:
-                added = self.mrrec.workspace.store.add_user(name)
+                added = self.mrrec.workspace.add_user(name)
             except MrrecError as exc:
                 self.mrrec.report_error(exc)
                 return

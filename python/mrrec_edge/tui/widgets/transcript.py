@@ -1,7 +1,7 @@
 """The chat transcript (questions and streamed answers with their cards) and the reasoning
 panel (each turn's thinking, memory_retrieval calls and the memories they returned).
 
-Both render from an :class:`~mrrec_edge.tui.answer.Answer` with ``sync``, which is idempotent:
+Both render from an :class:`~mrrec_edge.conversations.Answer` with ``sync``, which is idempotent:
 the live stream calls it after every event and a resumed conversation calls it once.
 """
 
@@ -13,7 +13,7 @@ from textual.content import Content
 from textual.widgets import Collapsible, Static
 
 from mrrec_edge._core import split_turn
-from mrrec_edge.tui.answer import Answer, Turn
+from mrrec_edge.conversations import Answer, Turn
 from mrrec_edge.tui.text import printable
 from mrrec_edge.tui.widgets.cards import RecommendationCard
 

@@ -1,9 +1,10 @@
-"""One assistant answer as the TUI shows and saves it, built from the assistant's events.
+"""Saved conversations: one service for the TUI and ``mrrec ask``.
 
 :class:`Answer` folds :mod:`mrrec_edge.assistant` events into plain data (turns, memory calls,
 the ideal item profile, recommendations, feedback given on them). The same data is the JSON
 payload of the saved assistant message, so a resumed conversation shows exactly what streamed.
-:class:`AnswerRecorder` writes it to the conversation as it streams.
+:class:`AnswerRecorder` writes it to the conversation as it streams, and :class:`Conversations`
+is the way in: start or continue a conversation, list, load and delete them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from mrrec_edge._core import MemoryEntry, MemoryStore, partial_profile, split_tu
 from mrrec_edge.assistant import Done, Event, Memories, Profile, Recommendations, Token, ToolCall
 
 PAYLOAD_VERSION = 1
+#: A new conversation is titled with the start of its first question.
+TITLE_CHARS = 60
 
 
 def memory_dict(entry: MemoryEntry, score: float | None = None) -> dict[str, Any]:
@@ -146,19 +149,87 @@ class AnswerRecorder:
     transaction per token is cheap next to decoding it (``benchmarks/tui_save.py``: about
     0.1% of a token's decode time)."""
 
-    def __init__(self, store: MemoryStore, message_id: int, answer: Answer) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        message_id: int,
+        answer: Answer,
+        conversation_id: int | None = None,
+    ) -> None:
         self.store = store
         self.message_id = message_id
         self.answer = answer
+        self.conversation_id = conversation_id
         self.saves = 0
 
     def save(self) -> None:
-        self.store.update_message(
-            self.message_id, self.answer.text, json.dumps(self.answer.payload(), ensure_ascii=False)
-        )
+        Conversations(self.store).save_answer(self.message_id, self.answer)
         self.saves += 1
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.answer.status = status
         self.answer.error = error
         self.save()
+
+
+@dataclass(frozen=True)
+class SavedMessage:
+    """One message of a saved conversation: the question's text, or the answer as it streamed."""
+
+    id: int
+    role: str
+    text: str
+    answer: Answer | None
+
+
+class Conversations:
+    """The conversations of one store (``Workspace.conversations``)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def for_user(self, user: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The user's conversations, the latest first."""
+        return self.store.list_conversations(user, limit=limit)
+
+    def latest(self, user: str) -> int | None:
+        """The id of the user's most recent conversation, or None."""
+        found = self.for_user(user, limit=1)
+        return found[0]["id"] if found else None
+
+    def delete(self, conversation_id: int) -> bool:
+        return self.store.delete_conversation(conversation_id)
+
+    def messages(self, conversation_id: int) -> list[SavedMessage]:
+        """The conversation in order; an answer whose stream never finished reads as interrupted."""
+        out = []
+        for m in self.store.conversation_messages(conversation_id):
+            answer = None
+            if m["role"] == "assistant":
+                try:
+                    payload = json.loads(m["payload"] or "{}")
+                except json.JSONDecodeError:
+                    payload = {}
+                answer = Answer.from_payload(payload, content=m["content"])
+            out.append(SavedMessage(m["id"], m["role"], m["content"], answer))
+        return out
+
+    def ask(
+        self, conversation_id: int | None, user: str, query: str, answer: Answer | None = None
+    ) -> AnswerRecorder:
+        """Saves ``query`` into the conversation (a new one, titled by the query, when None) with
+        ``answer`` (empty: a new one) after it, and returns the recorder that fills it in."""
+        if conversation_id is None:
+            conversation_id = self.store.create_conversation(user, query[:TITLE_CHARS])
+        self.store.add_message(conversation_id, "user", query)
+        answer = answer if answer is not None else Answer(query)
+        message_id = self.store.add_message(
+            conversation_id, "assistant", "", json.dumps(answer.payload())
+        )
+        return AnswerRecorder(self.store, message_id, answer, conversation_id)
+
+    def save_answer(self, message_id: int, answer: Answer) -> None:
+        """Saves an answer again after a change (feedback on one of its cards)."""
+        self.store.update_message(
+            message_id, answer.text, json.dumps(answer.payload(), ensure_ascii=False)
+        )
