@@ -26,3 +26,17 @@ def test_user_facing_layers_never_touch_the_store() -> None:
             ):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: imports MemoryStore")
     assert not found, "\n".join(found)
+
+
+def test_sql_lives_in_the_store_module_only() -> None:
+    """The Rust importers parse rows; the store (rust/src/store/) writes them."""
+    importers = sorted((PACKAGE.parents[1] / "rust" / "src" / "import").glob("*.rs"))
+    assert len(importers) >= 5
+    sql = ("execute(", "prepare(", "prepare_cached(", "query_row(", "rusqlite")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in importers
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(s in line for s in sql)
+    ]
+    assert not found, "\n".join(found)

@@ -8,8 +8,9 @@ use rusqlite::params;
 use super::memory::{insert_memory, MemoryRow};
 use super::{json_list, MemoryStore};
 use crate::error::{Error, Location, Result};
-use crate::import::{ImportWriter, InteractionRow, ItemRef, Sink};
+use crate::import::{InteractionRow, ItemRef, Sink};
 use crate::model::Tier;
+use crate::store::import_writer::ImportWriter;
 use crate::vector::normalized;
 
 /// One behavior record with the facts about its item that summaries need.

@@ -9,6 +9,7 @@ mod collab;
 mod conversations;
 mod embeddings;
 mod history;
+pub(crate) mod import_writer;
 mod indexes;
 mod lexical;
 pub(crate) mod memory;
