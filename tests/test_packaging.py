@@ -200,7 +200,7 @@ def test_building_without_the_workstation_package_says_how_to_install_it(
 
 
 def test_the_registered_builder_is_the_workstation_bundle_writer() -> None:
-    require_module("mrrec_train")  # the workstation package: pip install ./training
+    require_module("mrrec_train")
     builder = load_builder()
     assert builder.__name__ == "mrrec_train.bundle_writer"
     for name in ("build_bundle", "build_embedder", "default_adapter"):

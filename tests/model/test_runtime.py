@@ -236,7 +236,7 @@ def test_training_run_is_recorded(llm_bundle_dir: Path, tmp_path: Path) -> None:
 
 
 def test_build_without_train_dependencies(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    require_module("mrrec_train")  # the workstation package: pip install ./training
+    require_module("mrrec_train")
     from mrrec_train import export
     from mrrec_train.bundle_writer import build_bundle
 
@@ -653,8 +653,8 @@ def test_no_adapters_by_default(model: LanguageModel) -> None:
 @pytest.mark.slow
 def test_build_with_lora_adapter(llm_bundle_dir: Path, tmp_path: Path) -> None:
     """A random LoRA adapter is merged into the export and recorded in the manifest."""
-    torch = require_module("torch", "train")
-    peft = require_module("peft", "train")
+    torch = require_module("torch")
+    peft = require_module("peft")
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from mrrec_train.bundle_writer import build_bundle

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import unavailable
+from tests.conftest import require_installed, unavailable
 from tests.helpers import KEYWORDS_CSV, ML100K
 
 #: The first users of MovieLens 100K: enough train examples for a few steps, fast to prepare.
@@ -15,9 +14,7 @@ USERS = 24
 
 
 def _need_training_stack() -> None:
-    for module in ("torch", "transformers", "peft", "gguf", "accelerate", "matplotlib"):
-        if importlib.util.find_spec(module) is None:
-            unavailable(f"{module} is not installed (the `train` extra)")
+    require_installed("torch", "transformers", "peft", "gguf", "accelerate", "matplotlib")
     from mrrec_edge.errors import BundleError
     from mrrec_train.export import find_base_gguf
 

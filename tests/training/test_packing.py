@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import require_module
 
-torch = require_module("torch", "train")
+torch = require_module("torch")
 
 from mrrec_train.packing import pack, packed_logprobs, rollout_paths  # noqa: E402
 from mrrec_train.policy import ScoredTurn, turn_logprobs  # noqa: E402

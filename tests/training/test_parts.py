@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import require_module
 
-torch = require_module("torch", "train")
-require_module("peft", "train")
+torch = require_module("torch")
+require_module("peft")
 
 from mrrec_edge.errors import ConfigError  # noqa: E402
 from mrrec_train.data import batch_for_step  # noqa: E402

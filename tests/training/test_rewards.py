@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import require_module
 
-torch = require_module("torch", "train")
+torch = require_module("torch")
 
 from mrrec_train.grpo import group_advantages, policy_loss  # noqa: E402
 from mrrec_train.rewards import (  # noqa: E402

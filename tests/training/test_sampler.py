@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tests.conftest import require_module
 
-torch = require_module("torch", "train")
+torch = require_module("torch")
 
 from mrrec_train.sampler import TokenTree  # noqa: E402
 from tests.training.tiny import tiny_llama  # noqa: E402

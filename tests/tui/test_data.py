@@ -176,7 +176,7 @@ def test_onboarding_builds_the_bundle_in_the_background(tmp_path: Path) -> None:
     """`b` runs the real `mrrec bundle build` (minutes; needs the workstation package) while the UI
     stays responsive, and the app then uses the new bundle."""
     if missing := missing_train_modules():
-        unavailable(f"the train extra is not installed (no {', '.join(missing)})")
+        unavailable(f"the workstation package is not installed (no {', '.join(missing)})")
     home = tmp_path / "home"
     home.mkdir()
     (home / "config.toml").write_text(f'[bundle]\npath = "{tmp_path / "bundle"}"\n')
