@@ -143,6 +143,11 @@ class Answer:
         return answer
 
 
+def _write_answer(store: MemoryStore, message_id: int, answer: Answer) -> None:
+    """The answer's text and payload into its assistant message (one small transaction)."""
+    store.update_message(message_id, answer.text, json.dumps(answer.payload(), ensure_ascii=False))
+
+
 class AnswerRecorder:
     """Saves a streaming answer into its assistant message: call :meth:`save` after applying
     each event, each token included, so a crash loses no finished token. One small WAL
@@ -163,7 +168,7 @@ class AnswerRecorder:
         self.saves = 0
 
     def save(self) -> None:
-        Conversations(self.store).save_answer(self.message_id, self.answer)
+        _write_answer(self.store, self.message_id, self.answer)
         self.saves += 1
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -230,6 +235,4 @@ class Conversations:
 
     def save_answer(self, message_id: int, answer: Answer) -> None:
         """Saves an answer again after a change (feedback on one of its cards)."""
-        self.store.update_message(
-            message_id, answer.text, json.dumps(answer.payload(), ensure_ascii=False)
-        )
+        _write_answer(self.store, message_id, answer)
