@@ -4,6 +4,7 @@ the real small bundle configured (or none, for onboarding)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from textual.pilot import Pilot
 
 from mrrec_edge.config import load_settings
+from mrrec_edge.conversations import Answer, Turn, memory_dict
 from mrrec_edge.tui.app import MrrecApp
 from mrrec_edge.workspace import Workspace
 
@@ -57,3 +59,55 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or ready}")
         await pilot.pause(0.05)
+
+
+def saved_conversation(home: Path) -> int:
+    """A conversation as the chat saves one, from user 1's real memory and catalog items."""
+    with Workspace.open(home) as ws:
+        store = ws.store
+        comedy = [
+            p for p in store.list_memory(user="1", tiers=["pattern"]) if "Comedy" in p.categories
+        ]
+        # The "liked" pattern first: the one the cards cite.
+        patterns = sorted(comedy, key=lambda p: " they liked: " not in p.text)
+        items = store.search_items("love", k=4)
+        answer = Answer(
+            "a funny movie for a Friday night",
+            status="done",
+            turns=[
+                Turn(
+                    "<think>They want something funny; check which comedies they liked.</think>\n"
+                    '<tool_call>{"name": "memory_retrieval", "arguments": {"aspects": '
+                    '["comedies they liked"], "tier": "pattern"}}</tool_call>',
+                    {"aspects": ["comedies they liked"], "tier": "pattern", "category": "Comedy"},
+                    [memory_dict(p, 0.5) for p in patterns[:2]],
+                ),
+                Turn(
+                    '<think>Light romantic comedy.</think>\n<answer>{"ideal_item_profile": '
+                    '"A light, warm romantic comedy", "useful_memory_ids": []}</answer>'
+                ),
+            ],
+            profile={
+                "text": "A light, warm romantic comedy",
+                "memory_ids": [patterns[0].id],
+                "fallback": False,
+                "reason": None,
+            },
+            recommendations=[
+                {
+                    "item": i.ext_id,
+                    "title": i.title,
+                    "year": i.year,
+                    "categories": i.categories,
+                    "score": 0.5,
+                    "why": "Comedy, like what your memory says: " + patterns[0].text[:60],
+                    "memories": [memory_dict(patterns[0])],
+                }
+                for i in items
+            ],
+            feedback={items[0].ext_id: "like"},
+        )
+        conversation = store.create_conversation("1", answer.query)
+        store.add_message(conversation, "user", answer.query)
+        store.add_message(conversation, "assistant", answer.text, json.dumps(answer.payload()))
+        return conversation

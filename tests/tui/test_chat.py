@@ -1,6 +1,7 @@
 """The must-show flow with the real bundle and MovieLens 100K user 1, in one app session (the
-model is slow on a shared CPU): ask, watch the answer stream into ten cards, like one, find the
-like in the memory inspector, resume the saved conversation, and cancel an answer with Esc."""
+model is slow on a shared CPU): ask, watch the answer stream into ten cards, like the first with
+its key (the answer focused it), find the like in the memory inspector, resume the saved
+conversation, and cancel an answer with Esc."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Session:
     trace_text: str = ""
     liked: dict[str, Any] = field(default_factory=dict)
     ack: str = ""
+    focused_first_card: bool = False
+    prompt_after_like: str | None = None
     top_behavior: list[str] = field(default_factory=list)
     behavior_ids_before: set[int] = field(default_factory=set)
     conversations: list[dict[str, Any]] = field(default_factory=list)
@@ -80,11 +83,12 @@ async def _run(home: Path) -> Session:
         seen.answer_status = view.answer.status
         seen.card_titles = [_text(c.query_one(".card-title")) for c in view.cards]
         seen.trace_text = " ".join(_text(s) for s in app.screen.query("#trace Static"))
-        # -- like the first card
+        # -- the answer moved focus to its first card: "l" likes it (it once went into the prompt)
         card = view.cards[0]
-        card.focus()
+        seen.focused_first_card = app.focused is card
         await pilot.press("l")
         await wait_for(pilot, lambda: card.feedback == "like", what="the like")
+        seen.prompt_after_like = app.screen.query_one("#prompt", Input).value
         seen.liked = dict(card.rec)
         seen.ack = _text(card.query_one(".card-ack"))
         # -- find it in the memory inspector
@@ -155,6 +159,8 @@ def test_the_answer_streams_then_shows_ten_cards(session: Session) -> None:
 
 
 def test_a_like_is_written_at_once_and_found_in_the_inspector(session: Session) -> None:
+    assert session.focused_first_card, "the answer's first card has focus"
+    assert session.prompt_after_like == ""
     assert "liked" in session.ack
     memory_id, _categories, text = session.top_behavior
     assert int(memory_id) not in session.behavior_ids_before

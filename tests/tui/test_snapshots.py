@@ -7,7 +7,6 @@ model answer, the bundle label pinned, and nothing on screen that shows a time o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,73 +14,19 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from mrrec_edge.config import Settings
-from mrrec_edge.conversations import Answer, Turn, memory_dict
 from mrrec_edge.tui.app import MrrecApp
 from mrrec_edge.tui.screens.chat import ChatScreen
 from mrrec_edge.tui.screens.memory import MemoryScreen
 from mrrec_edge.tui.widgets.cards import RecommendationCard
-from mrrec_edge.workspace import Workspace
-from tests.tui.conftest import SIZE, make_app, wait_for
+from tests.tui.conftest import SIZE, make_app, saved_conversation, wait_for
 
 #: pytest-textual-snapshot's fixture: compare(app, terminal_size=..., run_before=...) -> bool
 SnapCompare = Callable[..., bool]
 BUNDLE_LABEL = "SmolLM2-135M int8"
 
 
-def _saved_conversation(home: Path) -> int:
-    """A conversation as the chat saves one, from user 1's real memory and catalog items."""
-    with Workspace.open(home) as ws:
-        store = ws.store
-        comedy = [
-            p for p in store.list_memory(user="1", tiers=["pattern"]) if "Comedy" in p.categories
-        ]
-        # The "liked" pattern first: the one the cards cite.
-        patterns = sorted(comedy, key=lambda p: " they liked: " not in p.text)
-        items = store.search_items("love", k=4)
-        answer = Answer(
-            "a funny movie for a Friday night",
-            status="done",
-            turns=[
-                Turn(
-                    "<think>They want something funny; check which comedies they liked.</think>\n"
-                    '<tool_call>{"name": "memory_retrieval", "arguments": {"aspects": '
-                    '["comedies they liked"], "tier": "pattern"}}</tool_call>',
-                    {"aspects": ["comedies they liked"], "tier": "pattern", "category": "Comedy"},
-                    [memory_dict(p, 0.5) for p in patterns[:2]],
-                ),
-                Turn(
-                    '<think>Light romantic comedy.</think>\n<answer>{"ideal_item_profile": '
-                    '"A light, warm romantic comedy", "useful_memory_ids": []}</answer>'
-                ),
-            ],
-            profile={
-                "text": "A light, warm romantic comedy",
-                "memory_ids": [patterns[0].id],
-                "fallback": False,
-                "reason": None,
-            },
-            recommendations=[
-                {
-                    "item": i.ext_id,
-                    "title": i.title,
-                    "year": i.year,
-                    "categories": i.categories,
-                    "score": 0.5,
-                    "why": "Comedy, like what your memory says: " + patterns[0].text[:60],
-                    "memories": [memory_dict(patterns[0])],
-                }
-                for i in items
-            ],
-            feedback={items[0].ext_id: "like"},
-        )
-        conversation = store.create_conversation("1", answer.query)
-        store.add_message(conversation, "user", answer.query)
-        store.add_message(conversation, "assistant", answer.text, json.dumps(answer.payload()))
-        return conversation
-
-
 def test_chat_screen(snap_compare: SnapCompare, home: Path) -> None:
-    conversation = _saved_conversation(home)
+    conversation = saved_conversation(home)
     app = make_app(home)
 
     async def run_before(pilot: Pilot[None]) -> None:

@@ -4,6 +4,11 @@ Generation runs in a worker thread (Elia's pattern): the input is locked while t
 answers, Esc cancels it before the next token, and the answer is saved into the conversation
 as it streams, through the workspace's conversations (:mod:`mrrec_edge.conversations`), the same
 service ``mrrec ask`` saves through.
+
+Focus follows the flow: when an answer arrives its first card has focus, so the card keys act
+at once (l, d, 1-5, s; ↑↓ between cards). "/", Esc, ↓ past the last card or any other printable
+key (typed into it) return to the prompt; ↑ from the prompt returns to the cards. A hint line
+above the prompt says which keys work where focus is.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -32,11 +38,17 @@ if TYPE_CHECKING:
 #: Recommendations per answer.
 K = 10
 
+#: The hint line above the prompt, by where focus is.
+CARD_HINT = "↑↓ card · l like · d dislike · 1-5 rate · s seen · / or Esc: ask"
+PROMPT_HINT = "Enter sends · ↑ back to the cards"
+GENERATING_HINT = "Esc cancels the answer"
+
 
 class ChatScreen(Screen[None]):
     BINDING_GROUP_TITLE = "Chat"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel answer"),
+        Binding("up", "to_cards", "Back to the cards", show=False),
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+o", "conversations", "Conversations"),
         Binding("ctrl+b", "toggle_trace", "Reasoning panel"),
@@ -51,6 +63,8 @@ class ChatScreen(Screen[None]):
         self._cancel = threading.Event()
         #: Counts chat resets, so an answer still running into a cleared chat writes nowhere.
         self._epoch = 0
+        #: The card that had focus last, for ↑ from the prompt.
+        self._last_card: RecommendationCard | None = None
 
     @property
     def mrrec(self) -> MrrecApp:
@@ -62,9 +76,12 @@ class ChatScreen(Screen[None]):
             with Vertical(id="chat-main"):
                 with VerticalScroll(id="transcript"):
                     yield Static(id="chat-empty")
+                yield Static(id="chat-hint")
                 yield Input(
                     placeholder="Ask for something, e.g. a funny movie for a Friday night",
                     id="prompt",
+                    # Back from the cards, a key adds to the question: it must not replace it.
+                    select_on_focus=False,
                 )
             yield TracePanel(id="trace")
         yield StatusBar()
@@ -75,6 +92,7 @@ class ChatScreen(Screen[None]):
         self.query_one("#trace", TracePanel).border_title = "Reasoning and memory"
         self.watch(self.mrrec, "user", self._user_changed, init=False)
         self._show_empty()
+        self._show_hint()
         self.query_one("#prompt", Input).focus()
 
     def _user_changed(self, user: str | None) -> None:
@@ -93,6 +111,28 @@ class ChatScreen(Screen[None]):
         )
         empty.update(Content.styled(hint, "dim"))
 
+    def _show_hint(self) -> None:
+        hint = self.query_one("#chat-hint", Static)
+        if isinstance(self.focused, RecommendationCard):
+            text = CARD_HINT
+        elif self.generating:
+            text = GENERATING_HINT
+        elif any(m.answer.recommendations for m in self.query(AssistantMessage)):
+            # The answers, not their cards: a resumed answer mounts its cards a moment later.
+            text = PROMPT_HINT
+        else:
+            text = ""
+        hint.display = bool(text)
+        hint.update(Content.styled(text, "dim"))
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, RecommendationCard):
+            self._last_card = event.widget
+        self._show_hint()
+
+    def on_descendant_blur(self, _event: events.DescendantBlur) -> None:
+        self._show_hint()
+
     # -- conversations ----------------------------------------------------------------------
 
     def new_conversation(self) -> None:
@@ -103,7 +143,9 @@ class ChatScreen(Screen[None]):
         self._epoch += 1
         self.query_one("#transcript").query(".user-message, .assistant-message").remove()
         self.query_one("#trace").remove_children()
+        self._last_card = None
         self._show_empty()
+        self._show_hint()
 
     def action_new_conversation(self) -> None:
         self.new_conversation()
@@ -146,6 +188,7 @@ class ChatScreen(Screen[None]):
                 transcript.mount(AssistantMessage(m.answer, m.id))
                 trace.add(m.answer)
         self._show_empty()
+        self._show_hint()
         transcript.scroll_end(animate=False)
         self.query_one("#prompt", Input).focus()
 
@@ -154,14 +197,36 @@ class ChatScreen(Screen[None]):
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", Input).focus()
 
+    def on_recommendation_card_ask(self, event: RecommendationCard.Ask) -> None:
+        prompt = self.query_one("#prompt", Input)
+        if prompt.disabled:  # an answer is streaming: nothing can be asked yet
+            return
+        # set_focus now, not focus() (deferred): the next key typed must already reach the prompt.
+        self.set_focus(prompt)
+        if event.text:
+            prompt.insert_text_at_cursor(event.text)
+
+    def action_to_cards(self) -> None:
+        card = self._last_card
+        if card is None or not card.is_attached:
+            answers = self.query(AssistantMessage)
+            cards = answers.last().cards if answers else []
+            card = cards[0] if cards else None
+        if card is not None:
+            card.focus()
+
     def action_toggle_trace(self) -> None:
         trace = self.query_one(TracePanel)
         trace.display = not trace.display
 
     def action_cancel(self) -> None:
+        """Cancels the answer being written; otherwise Esc goes back to the prompt (from a
+        card)."""
         if self.generating:
             self._cancel.set()
             self.mrrec.state = "cancelling…"
+        else:
+            self.action_focus_prompt()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "prompt":
@@ -192,6 +257,7 @@ class ChatScreen(Screen[None]):
         transcript.mount(view)
         trace = self.query_one(TracePanel).add(answer)
         self._show_empty()
+        self._show_hint()
         transcript.scroll_end(animate=False)
         cancel = self._cancel
         conversation_id, epoch = self.conversation_id, self._epoch
@@ -209,13 +275,16 @@ class ChatScreen(Screen[None]):
         def finished(_result: Any = None) -> None:
             self.generating = False
             prompt.disabled = False
+            self._show_hint()
             if not view.is_attached:
                 return
             view.sync()
             trace.sync()
-            if self.is_current:
-                prompt.focus()
             transcript.scroll_end(animate=False)
+            if self.is_current:
+                # The cards are what the user acts on next: their keys work without a Tab.
+                cards = view.cards
+                (cards[0] if cards else prompt).focus()
 
         def generate() -> None:
             ws = self.mrrec.workspace

@@ -186,6 +186,7 @@ class HelpScreen(ModalScreen[None]):
 
 _HELP_INTRO = (
     "Ask for something in the chat; the answer streams, the reasoning panel shows each memory "
-    "lookup, and ten cards follow. Tab to a card and react: it goes into your memory at once. "
+    "lookup, and ten cards follow, the first one focused: react with its keys or a click, and "
+    "it goes into your memory at once. "
     "The memory inspector shows everything the assistant remembers, and forgets on request."
 )

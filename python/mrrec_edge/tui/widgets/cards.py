@@ -1,10 +1,16 @@
-"""A recommendation card: the item, why it fits, the memories it rests on, and the keys that
-write the user's reaction to memory at once."""
+"""A recommendation card: the item, why it fits, the memories it rests on, and the keys (or
+clicks) that write the user's reaction to memory at once.
+
+A focused card takes its own keys (l, d, 1-5, s, ↑↓); any other printable key is meant for the
+prompt, so the card hands it over (:class:`RecommendationCard.Ask`) and a follow-up can be typed
+straight away.
+"""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
@@ -19,6 +25,27 @@ ACK = {
     "dislike": ("disliked", "$error"),
     "seen": ("marked as seen", "$accent"),
 }
+
+
+def _link(label: str, action: str) -> Content:
+    return Content.styled(label, f"@click=feedback({action!r})")
+
+
+#: A card's keys, each also a link that does the same for the mouse.
+ACTIONS_LINE = (
+    Content(" · ")
+    .join(
+        [
+            _link("l like", "like"),
+            _link("d dislike", "dislike"),
+            Content.assemble(
+                "rate ", Content(" ").join(_link(str(n), f"rate={n}") for n in range(1, 6))
+            ),
+            _link("s seen it", "seen"),
+        ]
+    )
+    .stylize_before("dim")
+)
 
 
 def ack_text(action: str) -> tuple[str, str]:
@@ -43,6 +70,7 @@ class RecommendationCard(Widget, can_focus=True):
         Binding("5", "feedback('rate=5')", "Rate 5", show=False),
         Binding("down,j", "move(1)", "Next card", show=False),
         Binding("up,k", "move(-1)", "Previous card", show=False),
+        Binding("slash", "ask", "Ask a follow-up", key_display="/"),
     ]
 
     class Feedback(Message):
@@ -52,6 +80,13 @@ class RecommendationCard(Widget, can_focus=True):
             super().__init__()
             self.card = card
             self.action = action
+
+    class Ask(Message):
+        """The user turned to the prompt from a card; ``text`` is what they started typing."""
+
+        def __init__(self, text: str = "") -> None:
+            super().__init__()
+            self.text = text
 
     def __init__(self, rank: int, rec: dict[str, Any], feedback: str | None = None) -> None:
         super().__init__(classes="card")
@@ -80,6 +115,7 @@ class RecommendationCard(Widget, can_focus=True):
         for m in rec.get("memories") or []:
             cite = Content.assemble((f"#{m['id']} {m['tier']} ", "dim"), printable(m["text"][:120]))
             yield Static(cite, classes="card-cite")
+        yield CardActions(ACTIONS_LINE, classes="card-actions")
         yield Static(classes="card-ack")
 
     def on_mount(self) -> None:
@@ -87,13 +123,12 @@ class RecommendationCard(Widget, can_focus=True):
 
     def _show_ack(self) -> None:
         ack = self.query_one(".card-ack", Static)
+        ack.display = bool(self.pending or self.feedback)
         if self.pending:
             ack.update(Content.styled(f"saving {self.pending}…", "dim"))
         elif self.feedback:
             text, style = ack_text(self.feedback)
             ack.update(Content.styled(f"✓ {text}: saved to your memory", style))
-        else:
-            ack.update(Content.styled("l like · d dislike · 1-5 rate · s seen it", "dim"))
 
     def action_feedback(self, action: str) -> None:
         if self.pending:
@@ -114,3 +149,32 @@ class RecommendationCard(Widget, can_focus=True):
         i = cards.index(self) + step
         if 0 <= i < len(cards):
             cards[i].focus()
+        elif i == len(cards):  # down from the last card: the prompt is right below it
+            self.post_message(self.Ask())
+
+    def action_ask(self) -> None:
+        self.post_message(self.Ask())
+
+    def on_key(self, event: events.Key) -> None:
+        # Runs before the bindings (they are checked once the key bubbles up to the app), so
+        # only keys that nothing on screen binds go to the prompt: typing "Actually…" on a card
+        # starts the follow-up instead of being lost.
+        if (
+            self.has_focus
+            and event.is_printable
+            and event.character
+            and event.key not in self.screen.active_bindings
+        ):
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.Ask(event.character))
+
+
+class CardActions(Static):
+    """A card's action line; its links run the card's feedback action (a link's action runs on
+    the widget that shows it)."""
+
+    def action_feedback(self, action: str) -> None:
+        card = self.parent
+        assert isinstance(card, RecommendationCard)
+        card.action_feedback(action)

@@ -95,13 +95,8 @@ class AssistantMessage(Vertical):
         if a.status == "error":
             parts.append((f"Failed: {a.error}", "$error"))
         if a.recommendations and a.status != "streaming":
-            parts.append(
-                (
-                    f"{len(a.recommendations)} picks. Tab to a card: l like · d dislike · "
-                    "1-5 rate · s seen it.",
-                    "dim",
-                )
-            )
+            # The keys are on each card and in the hint line above the prompt.
+            parts.append((f"{len(a.recommendations)} picks.", "dim"))
         note.display = bool(parts)
         note.update(Content("\n").join(Content.styled(t, s) for t, s in parts))
 
