@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from textual import events
+from textual.keys import _character_to_key
 from textual.widgets import Input, Static
 
 from mrrec_edge.tui.screens.chat import CARD_HINT, PROMPT_HINT, ChatScreen
@@ -68,6 +70,15 @@ def test_card_keys_mouse_and_the_way_back_to_the_prompt(home: Path) -> None:
             # Any other printable key starts the follow-up with that key.
             await pilot.press("up", *"Warm")
             assert app.focused is prompt and prompt.value == "Warm"
+            # Keys faster than focus moves (a burst, as tmux send-keys delivers them) stay whole,
+            # the card keys among them (l, s) included.
+            prompt.value = ""
+            await pilot.press("up")
+            assert app.focused is cards[3]
+            burst = "Warm films, less slapstick"
+            for ch in burst:
+                app.post_message(events.Key(_character_to_key(ch), ch))
+            await wait_for(pilot, lambda: prompt.value == burst, timeout=10, what="the burst")
 
             # Every reaction was saved into the answer (the card shows it when resumed).
             with_feedback = app.workspace.conversations.messages(conversation)[-1].answer

@@ -200,6 +200,7 @@ class ChatScreen(Screen[None]):
     def on_recommendation_card_ask(self, event: RecommendationCard.Ask) -> None:
         prompt = self.query_one("#prompt", Input)
         if prompt.disabled:  # an answer is streaming: nothing can be asked yet
+            event.card.typing = False
             return
         # set_focus now, not focus() (deferred): the next key typed must already reach the prompt.
         self.set_focus(prompt)

@@ -82,10 +82,12 @@ class RecommendationCard(Widget, can_focus=True):
             self.action = action
 
     class Ask(Message):
-        """The user turned to the prompt from a card; ``text`` is what they started typing."""
+        """The user turned to the prompt from a card; ``text`` is what they started typing.
+        Where no question can be typed now, the chat sets ``card.typing`` back to False."""
 
-        def __init__(self, text: str = "") -> None:
+        def __init__(self, card: RecommendationCard, text: str = "") -> None:
             super().__init__()
+            self.card = card
             self.text = text
 
     def __init__(self, rank: int, rec: dict[str, Any], feedback: str | None = None) -> None:
@@ -94,6 +96,10 @@ class RecommendationCard(Widget, can_focus=True):
         self.rec = rec
         self.feedback = feedback
         self.pending: str | None = None
+        #: A key of this card went to the prompt. Until the card has focus again, every key
+        #: that reaches it goes there too: keys typed in a burst ("Warm films") are delivered
+        #: here before the focus moves, and a card key among them is part of the question.
+        self.typing = False
 
     @property
     def item(self) -> str:
@@ -150,24 +156,25 @@ class RecommendationCard(Widget, can_focus=True):
         if 0 <= i < len(cards):
             cards[i].focus()
         elif i == len(cards):  # down from the last card: the prompt is right below it
-            self.post_message(self.Ask())
+            self.post_message(self.Ask(self))
 
     def action_ask(self) -> None:
-        self.post_message(self.Ask())
+        self.post_message(self.Ask(self))
+
+    def on_focus(self, _event: events.Focus) -> None:
+        self.typing = False
 
     def on_key(self, event: events.Key) -> None:
         # Runs before the bindings (they are checked once the key bubbles up to the app), so
         # only keys that nothing on screen binds go to the prompt: typing "Actually…" on a card
         # starts the follow-up instead of being lost.
-        if (
-            self.has_focus
-            and event.is_printable
-            and event.character
-            and event.key not in self.screen.active_bindings
-        ):
+        if not (event.is_printable and event.character):
+            return
+        if self.typing or (self.has_focus and event.key not in self.screen.active_bindings):
+            self.typing = True
             event.stop()
             event.prevent_default()
-            self.post_message(self.Ask(event.character))
+            self.post_message(self.Ask(self, event.character))
 
 
 class CardActions(Static):
