@@ -86,6 +86,13 @@ async def _run(home: Path) -> Session:
         # -- the answer moved focus to its first card: "l" likes it (it once went into the prompt)
         card = view.cards[0]
         seen.focused_first_card = app.focused is card
+        transcript = app.screen.query_one("#transcript")
+        await wait_for(
+            pilot,
+            lambda: transcript.region.contains_region(card.region),
+            timeout=5,
+            what="the first card in view",
+        )
         await pilot.press("l")
         await wait_for(pilot, lambda: card.feedback == "like", what="the like")
         seen.prompt_after_like = app.screen.query_one("#prompt", Input).value

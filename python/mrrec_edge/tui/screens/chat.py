@@ -281,11 +281,19 @@ class ChatScreen(Screen[None]):
                 return
             view.sync()
             trace.sync()
-            transcript.scroll_end(animate=False)
+            cards = view.cards
+            if not cards:
+                transcript.scroll_end(animate=False)
+                if self.is_current:
+                    prompt.focus()
+                return
+            # The cards are what the user acts on next: the first has focus, so their keys work
+            # without a Tab, and the answer is shown from its start, not from its last card
+            # (after the refresh that lays out cards mounted just now, and after the streaming's
+            # own deferred scrolls to the end).
             if self.is_current:
-                # The cards are what the user acts on next: their keys work without a Tab.
-                cards = view.cards
-                (cards[0] if cards else prompt).focus()
+                cards[0].focus(scroll_visible=False)
+            self.call_after_refresh(transcript.scroll_to_widget, view, animate=False, top=True)
 
         def generate() -> None:
             ws = self.mrrec.workspace
