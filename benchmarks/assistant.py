@@ -43,6 +43,7 @@ from mrrec_edge.assistant import (
 )
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
+from mrrec_edge.files import user_path
 from mrrec_edge.grounding import PROFILE_ONLY, REQUEST_ONLY
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
@@ -99,17 +100,17 @@ def compared_arm(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--home", type=user_path, required=True)
+    parser.add_argument("--dataset", type=user_path, required=True)
+    parser.add_argument("--bundle", type=user_path)
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="Write every figure and per-query row here.")
+    parser.add_argument("--json", type=user_path, help="Write every figure and per-query row here.")
     compared = parser.add_mutually_exclusive_group()
     compared.add_argument("--compare", choices=FEATURES, help="answer each query without it too")
     compared.add_argument(
-        "--compare-bundle", type=Path, help="answer each query with this bundle's model too"
+        "--compare-bundle", type=user_path, help="answer each query with this bundle's model too"
     )
     compared.add_argument(
         "--compare-set",

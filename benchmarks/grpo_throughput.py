@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from mrrec_edge.files import user_path
 from mrrec_train import data as data_mod
 from mrrec_train.dist import Dist, seed_everything
 from mrrec_train.grpo import (
@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--queries", type=int, default=2, help="Queries per step.")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    parser.add_argument("--json", type=user_path, help="Also write the figures here.")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

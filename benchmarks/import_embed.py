@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mrrec_edge.config import load_settings
 from mrrec_edge.embedder import Embedder
+from mrrec_edge.files import user_path
 from mrrec_edge.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,12 @@ TARGET_S = 10.0  # DESIGN.md: import and index 100k interactions, embeddings inc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA / "movielens-100k")
+    ap.add_argument("--data", type=user_path, default=DATA / "movielens-100k")
     ap.add_argument("--keywords", action="store_true", help="enrich with the 25M keyword file")
-    ap.add_argument("--embedder", type=Path, help="embedder folder (default: the user's bundle)")
-    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument(
+        "--embedder", type=user_path, help="embedder folder (default: the user's bundle)"
+    )
+    ap.add_argument("--json", type=user_path, help="write the figures here")
     args = ap.parse_args()
     embedder_dir = args.embedder or load_settings().embedder_path
 

@@ -32,6 +32,7 @@ import numpy as np
 from mrrec_edge import MemoryStore
 from mrrec_edge.config import load_settings
 from mrrec_edge.embedder import Embedder
+from mrrec_edge.files import user_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT.parent / "shared" / "data" / "movielens-25m-keywords" / "movies_w_keywords.csv"
@@ -135,9 +136,11 @@ def main() -> None:
     ap.add_argument("--vectors", choices=["minilm", "synthetic"], default="minilm")
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--embedder", type=Path, help="embedder folder (default: the user's bundle)")
+    ap.add_argument(
+        "--embedder", type=user_path, help="embedder folder (default: the user's bundle)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--json", type=user_path, help="write the figures here")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     n, nq = args.entries, args.queries

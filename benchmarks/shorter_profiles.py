@@ -20,10 +20,10 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 from mrrec_edge.evaluation import DEPTH
 from mrrec_edge.evaluation.metrics import bootstrap_ci, bootstrap_indices, per_query_metrics
+from mrrec_edge.files import user_path
 from mrrec_edge.grounding import PROFILE_ONLY
 from mrrec_edge.scenarios import SPLITS, load_examples
 from mrrec_edge.workspace import Workspace
@@ -52,12 +52,12 @@ def variants(profile: str) -> dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--home", type=user_path, required=True)
+    parser.add_argument("--dataset", type=user_path, required=True)
     parser.add_argument("--split", choices=SPLITS, default="val")
-    parser.add_argument("--profiles", type=Path, required=True, help="an eval --resume file")
+    parser.add_argument("--profiles", type=user_path, required=True, help="an eval --resume file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--json", type=user_path, help="write the figures here")
     args = parser.parse_args()
 
     examples = {e["id"]: e for e in load_examples(args.dataset, args.split)}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from mrrec_edge.config import load_settings
+from mrrec_edge.files import user_path
 
 HERE = Path(__file__).resolve().parent
 TARGET_QUERY_S = 1.5  # DESIGN.md: query -> first recommendation on 2 cores
@@ -58,13 +59,15 @@ def table(rows: list[tuple[str, float, str, float, str]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True, help="a prepared workspace")
-    parser.add_argument("--dataset", type=Path, required=True, help="its scenario dataset")
-    parser.add_argument("--bundle", type=Path, help="model bundle (default: the home's)")
+    parser.add_argument("--home", type=user_path, required=True, help="a prepared workspace")
+    parser.add_argument("--dataset", type=user_path, required=True, help="its scenario dataset")
+    parser.add_argument("--bundle", type=user_path, help="model bundle (default: the home's)")
     parser.add_argument("--queries", type=int, default=40, help="assistant queries")
     parser.add_argument("--entries", type=int, default=100_000, help="memory entries to search")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, help="keep each benchmark's JSON and table.md here")
+    parser.add_argument(
+        "--out", type=user_path, help="keep each benchmark's JSON and table.md here"
+    )
     args = parser.parse_args()
 
     out = args.out or Path(tempfile.mkdtemp(prefix="mrrec-bench-"))

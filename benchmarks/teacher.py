@@ -12,10 +12,10 @@ the teacher's procedure, not a model.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from mrrec_edge.assistant import Assistant
 from mrrec_edge.evaluation import DEPTH, metric_names, per_query_metrics
+from mrrec_edge.files import user_path
 from mrrec_edge.grounding import REQUEST_ONLY
 from mrrec_edge.scenarios import load_examples
 from mrrec_edge.workspace import Workspace
@@ -27,8 +27,8 @@ from mrrec_train.sft import Teacher
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--dataset", type=user_path, required=True)
+    parser.add_argument("--home", type=user_path, required=True)
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--calls", type=int, default=1, help="Teacher memory calls (1 or 2).")

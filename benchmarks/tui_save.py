@@ -22,6 +22,7 @@ from mrrec_edge.assistant import Token
 from mrrec_edge.bundle import Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.conversations import Answer, AnswerRecorder
+from mrrec_edge.files import user_path
 
 PROMPT = "Describe, in detail, three comedies from the 1990s that a family would enjoy together."
 
@@ -61,7 +62,7 @@ def save_times(pieces: list[str]) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--bundle", type=user_path, default=None)
     parser.add_argument("--tokens", type=int, default=512)
     args = parser.parse_args()
     pieces, gaps = decode_pieces(args.bundle or load_settings().bundle_path, args.tokens)

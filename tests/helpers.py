@@ -16,13 +16,19 @@ KEYWORDS_CSV = SHARED_DATA / "movielens-25m-keywords" / "movies_w_keywords.csv"
 
 
 def run_cli(
-    home: Path, *args: str, check: bool = True, timeout: float = 300
+    home: Path | str,
+    *args: str,
+    check: bool = True,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs ``mrrec`` in a subprocess with ``MRREC_HOME=home``: real exit codes, real output."""
+    """Runs ``mrrec`` in a subprocess with ``MRREC_HOME=home`` (relative: from ``cwd``): real
+    exit codes, real output."""
     env = {**os.environ, "MRREC_HOME": str(home), "COLUMNS": "200"}
     proc = subprocess.run(
         [sys.executable, "-m", "mrrec_edge", *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -35,3 +41,4 @@ def run_cli(
 
 def cli_json(home: Path, *args: str) -> Any:
     return json.loads(run_cli(home, *args, "--json").stdout)
+

@@ -19,6 +19,7 @@ HOMES = {
     "folder_records": "python/mrrec_edge/files.py",
     "replace_dir": "python/mrrec_edge/files.py",
     "atomic_dir": "python/mrrec_edge/files.py",
+    "user_path": "python/mrrec_edge/files.py",
     "available_cpus": "python/mrrec_edge/host.py",
 }
 

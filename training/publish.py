@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mrrec_edge.files import atomic_dir
+from mrrec_edge.files import atomic_dir, user_path
 from mrrec_edge.grounding import GROUNDING_FIT, load_fit
 from mrrec_train.export import DEFAULT_ADAPTER_DIR
 
@@ -128,21 +128,30 @@ def publish(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrrec_train.publish", description=__doc__)
-    parser.add_argument("run_dir", type=Path, help="A run folder (the recipe's output).")
+    parser.add_argument("run_dir", type=user_path, help="A run folder (the recipe's output).")
     parser.add_argument(
         "--grounding",
-        type=Path,
+        type=user_path,
         help="The grounding fit for this model (`mrrec eval --fit-grounding`); default: the "
         "one already beside the adapter.",
     )
+    parser.add_argument(
+        "--out", type=user_path, help=f"Where the adapter goes (default: {DEFAULT_ADAPTER_DIR})."
+    )
+    parser.add_argument(
+        "--sft-out", type=user_path, help=f"The SFT adapter's folder (default: {SFT_ADAPTER_DIR})."
+    )
+    parser.add_argument("--docs", type=user_path, help=f"The curves' folder (default: {DOCS}).")
     args = parser.parse_args(argv)
-    if not (ROOT / "training" / "pyproject.toml").is_file():
+    into_checkout = args.out is None or args.sft_out is None or args.docs is None
+    if into_checkout and not (ROOT / "training" / "pyproject.toml").is_file():
         parser.error(
             f"{DEFAULT_ADAPTER_DIR} is not in a mrrec-edge checkout: publishing writes the "
             "checkout's training/ and docs/, so install this package editable there "
-            "(pip install -e ./training)"
+            "(pip install -e ./training), or give --out, --sft-out and --docs"
         )
-    print(publish(args.run_dir, grounding=args.grounding))
+    places = {"out": args.out, "sft_out": args.sft_out, "docs": args.docs}
+    print(publish(args.run_dir, grounding=args.grounding, **{k: v for k, v in places.items() if v}))
     return 0
 
 

@@ -6,7 +6,7 @@ dir (platformdirs). Settings come from ``<home>/config.toml``; every key is opti
 .. code-block:: toml
 
     [bundle]
-    path = "/path/to/bundle"     # default: <home>/bundle
+    path = "/path/to/bundle"     # default: <home>/bundle; a relative path is from the home
 
     [embedder]
     batch_size = 64
@@ -41,6 +41,7 @@ from typing import Any
 import platformdirs
 
 from mrrec_edge.errors import ConfigError
+from mrrec_edge.files import user_path
 
 APP_NAME = "mrrec-edge"
 CONFIG_FILE = "config.toml"
@@ -118,7 +119,7 @@ def _section(data: dict[str, Any], name: str, cls: type, path: Path) -> Any:
 
 def load_settings(home: Path | None = None) -> Settings:
     """Settings for ``home`` (default: :func:`default_home`), read from its config.toml."""
-    home = (home or default_home()).expanduser()
+    home = user_path(home or default_home())
     path = home / CONFIG_FILE
     data: dict[str, Any] = {}
     if path.is_file():
@@ -132,7 +133,8 @@ def load_settings(home: Path | None = None) -> Settings:
     bundle = data.get("bundle", {})
     if not isinstance(bundle, dict) or not isinstance(bundle.get("path", ""), str):
         raise ConfigError(f"{path}: [bundle] path must be a string")
-    bundle_path = Path(bundle["path"]).expanduser() if bundle.get("path") else home / "bundle"
+    # A relative bundle path is read from the config file's folder, whatever the current one.
+    bundle_path = home / Path(bundle.get("path") or "bundle").expanduser()
     return Settings(
         home=home,
         bundle_path=bundle_path,

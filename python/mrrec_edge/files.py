@@ -1,4 +1,4 @@
-"""Small file-system helpers: folders written atomically, and file checksums.
+"""Small file-system helpers: paths a user gives, folders written atomically, file checksums.
 
 Every folder this project writes whole (a model bundle, its embedder and LLM, a scenario dataset,
 a published adapter, a cached checkpoint, a fetched dataset) is built in a temporary folder beside
@@ -8,12 +8,25 @@ its target and renamed into place with :func:`atomic_dir`, so it is either compl
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """A path as a user gave it (on the command line, in a config file), made absolute: ``~``
+    expanded, a relative path taken from the current directory now.
+
+    Every entry point turns user paths into absolute ones here, where they enter: a relative path
+    would name another folder for code that runs elsewhere (the bundle builder's subprocess runs
+    in a scratch folder). Symbolic links are kept as named (``absolute``, not ``resolve``): a
+    ``--out`` that is a link is replaced, not the folder it points to.
+    """
+    return Path(path).expanduser().absolute()
 
 
 def sha256_file(path: Path) -> str:

@@ -8,9 +8,11 @@ equals an uninterrupted one, and compare torchrun's metrics with one process's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +60,24 @@ def _finite(row: dict) -> bool:
 def tiny_run(
     tmp_path_factory: pytest.TempPathFactory, small_data: tuple[Path, Path], embedder_dir: Path
 ) -> tuple[Path, list[str]]:
-    """The cut-down tiny recipe, run in this process: (run folder, its arguments)."""
+    """The cut-down tiny recipe, run in this process: (run folder, its arguments). It runs as a
+    user would from their own folder: the recipe file and the output folder given relative."""
     from mrrec_train import run
 
-    out = tmp_path_factory.mktemp("tiny-run") / "run"
-    args = ["--recipe", "tiny", *data_overrides(small_data, embedder_dir, out), *SMALL]
-    assert run.main(args) == 0
+    folder = tmp_path_factory.mktemp("tiny-run")
+    (folder / "recipes").mkdir()
+    shutil.copy(ROOT / "training" / "recipes" / "tiny.toml", folder / "recipes")
+    out = folder / "run"
+    given = [
+        "--recipe",
+        "recipes/tiny.toml",
+        *data_overrides(small_data, embedder_dir, Path("run")),
+    ]
+    with contextlib.chdir(folder):
+        assert run.main([*given, *SMALL]) == 0
+    # The same run from anywhere (the resume tests rerun it from the checkout).
+    args = ["--recipe", str(folder / "recipes" / "tiny.toml")]
+    args += [*data_overrides(small_data, embedder_dir, out), *SMALL]
     return out, args
 
 
@@ -167,6 +181,26 @@ def test_publish_ships_the_final_adapter_with_its_run(
     write_fit(shipped / GROUNDING_FIT, {"weights": dict(DEFAULT_WEIGHTS)})
     again = publish(out, out=shipped, sft_out=sft, docs=tmp_path / "docs")
     assert (again / GROUNDING_FIT).is_file()
+
+
+def test_publish_command_takes_relative_paths(
+    tiny_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """``python -m mrrec_train.publish RUN --grounding FIT --out ...`` from another folder."""
+    from mrrec_edge.grounding import DEFAULT_WEIGHTS, write_fit
+
+    out, _ = tiny_run
+    write_fit(tmp_path / "fit.json", {"weights": dict(DEFAULT_WEIGHTS)})
+    cmd = [sys.executable, "-m", "mrrec_train.publish", os.path.relpath(out, tmp_path)]
+    cmd += ["--grounding", "fit.json", "--out", "shipped/adapter"]
+    cmd += ["--sft-out", "shipped/adapter-sft", "--docs", "shipped/docs"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    shipped = tmp_path / "shipped"
+    assert proc.stdout.strip() == str(shipped / "adapter")
+    assert (shipped / "adapter" / "grounding.json").is_file()
+    assert (shipped / "adapter-sft" / "adapter_model.safetensors").is_file()
+    assert len(list((shipped / "docs").iterdir())) == 2
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from mrrec_edge import __version__
 from mrrec_edge.cli import ask, bundle, data, eval, memory
+from mrrec_edge.cli._paths import UserPath
 from mrrec_edge.cli._ui import err_console
 from mrrec_edge.config import load_settings
 from mrrec_edge.errors import MrrecError
@@ -44,7 +45,7 @@ def _setup_logging(log_path: Path, verbose: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     envvar="MRREC_HOME",
     help="State folder (default: $MRREC_HOME, else the platform's user data dir).",
 )

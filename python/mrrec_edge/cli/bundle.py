@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from mrrec_edge.bundle import PRECISIONS, PROVIDERS, Bundle, check_target, load_builder
+from mrrec_edge.cli._paths import UserPath
 from mrrec_edge.cli._ui import emit_json, note, out_console
 from mrrec_edge.config import Settings
 from mrrec_edge.grounding import GROUNDING_FIT, load_fit, resolve_weights
@@ -21,7 +22,7 @@ def bundle_group() -> None:
 @bundle_group.command("build")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     help="Target folder (default: the configured bundle path).",
 )
 @click.option(
@@ -33,14 +34,14 @@ def bundle_group() -> None:
 )
 @click.option(
     "--adapter",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=UserPath(exists=True, file_okay=False),
     help="A PEFT LoRA adapter folder to merge into the LLM (a training run's output). "
     "Default: the RL-tuned adapter committed in training/adapter, when there is one.",
 )
 @click.option("--base", is_flag=True, help="Build the untuned base model, ignoring any adapter.")
 @click.option(
     "--grounding",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=UserPath(exists=True, dir_okay=False),
     help="Grounding weights fit for this model (`mrrec eval --fit-grounding` writes one). "
     f"Default: the adapter folder's {GROUNDING_FIT}, when it has one.",
 )
@@ -101,7 +102,7 @@ def build_command(
 @bundle_group.command("embedder")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     help="Target folder (default: <bundle>/embedder).",
 )
 @click.option("--quantize", type=click.Choice(["int8", "none"]), default="int8", show_default=True)

@@ -8,6 +8,7 @@ import click
 from rich.progress import TaskID
 
 from mrrec_edge._core import import_kinds
+from mrrec_edge.cli._paths import UserPath
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
 from mrrec_edge.config import Settings
 from mrrec_edge.datasets import DATASETS, fetch_movielens_100k
@@ -35,11 +36,11 @@ written. Texts are then embedded in batches (resumable with `mrrec index rebuild
 
 @click.command("import", help=IMPORT_HELP)
 @click.argument("kind", type=click.Choice(import_kinds()), metavar="KIND")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=UserPath(exists=True))
 @click.option("--user", help="Who the rows belong to (exports of one person).")
 @click.option(
     "--keywords",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=UserPath(exists=True, dir_okay=False),
     help="MovieLens 25M keyword CSV to enrich MovieLens 100K items.",
 )
 @click.option("--no-embed", is_flag=True, help="Skip embedding (run `mrrec index rebuild` later).")
@@ -108,7 +109,7 @@ def data_group() -> None:
 @click.argument("dataset", type=click.Choice(DATASETS))
 @click.option(
     "--dest",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     help="Target folder (default: <home>/datasets/DATASET).",
 )
 @click.option(
@@ -187,20 +188,20 @@ def _scenario_sources(
 @data_group.command("build", help=BUILD_HELP)
 @click.option(
     "--source",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     default=Path("../shared/data"),
     show_default=True,
     help="Folder with movielens-100k/ and movielens-25m-keywords/, or a MovieLens 100K folder.",
 )
 @click.option(
     "--keywords",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=UserPath(exists=True, dir_okay=False),
     help="MovieLens 25M keyword CSV (default: in SOURCE/movielens-25m-keywords/).",
 )
 @click.option("--no-keywords", is_flag=True, help="No keyword enrichment: genre facets only.")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     help="Dataset folder (default: <home>/datasets/ml100k-scenarios-v2).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Splits and queries.")
@@ -218,7 +219,7 @@ def _scenario_sources(
 @click.option(
     "--prepare",
     "prepare_home",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=UserPath(file_okay=False),
     metavar="HOME",
     help="Also prepare HOME as a workspace for this dataset (see above).",
 )
@@ -309,7 +310,7 @@ def _prepare_with_progress(
 
 
 @data_group.command("global-memory")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset", type=UserPath(exists=True, file_okay=False))
 @click.option(
     "--split",
     type=click.Choice(["train"]),

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from mrrec_edge.assistant import config_options
+from mrrec_edge.cli._paths import UserPath
 from mrrec_edge.cli._ui import emit_json, note, out_console, progress_bar
 from mrrec_edge.config import Settings, load_settings
 from mrrec_edge.evaluation import (
@@ -30,7 +31,7 @@ from mrrec_edge.grounding import load_fit, write_fit
 from mrrec_edge.scenarios import SPLITS
 from mrrec_edge.workspace import Workspace
 
-_DIR = click.Path(file_okay=False, path_type=Path)
+_DIR = UserPath(file_okay=False)
 
 EVAL_HELP = f"""Evaluate baselines, MR.Rec and its ablations on a scenario DATASET's held-out
 items, every row in this one run.
@@ -62,7 +63,7 @@ def _assistant_options(_ctx: Any, _param: Any, pairs: tuple[str, ...]) -> dict[s
 @click.option(
     "--dataset",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=UserPath(exists=True, file_okay=False),
     help="The scenario dataset (`mrrec data build`).",
 )
 @click.option(
@@ -109,13 +110,13 @@ def _assistant_options(_ctx: Any, _param: Any, pairs: tuple[str, ...]) -> dict[s
 @click.option(
     "--grounding",
     "grounding_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=UserPath(exists=True, dir_okay=False),
     help="Grounding weights for the MR.Rec rows (a fit file); default: each bundle's own.",
 )
 @click.option(
     "--fit-grounding",
     "fit_out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=UserPath(dir_okay=False),
     help="After the run, fit every grounding signal's weight on the one MR.Rec row's profiles "
     "and write the fit here (run it on --split train; `mrrec bundle build --grounding` ships it).",
 )
