@@ -42,3 +42,15 @@ def run_cli(
 def cli_json(home: Path, *args: str) -> Any:
     return json.loads(run_cli(home, *args, "--json").stdout)
 
+
+def assert_one_error_line(proc: subprocess.CompletedProcess[str], *phrases: str) -> str:
+    """The command failed with exit 1 and one ``error:`` line holding every phrase, and no
+    traceback (logging's own included); returns the line. Other stderr lines are progress
+    notes (bars are silent without a terminal)."""
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    return errors[0]

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mrrec_edge.errors import DiskError, disk_error
+
 
 def user_path(path: str | os.PathLike[str]) -> Path:
     """A path as a user gave it (on the command line, in a config file), made absolute: ``~``
@@ -84,11 +86,17 @@ def atomic_dir(target: Path, *, keep_existing: bool = False) -> Iterator[Path]:
     mkdtemp's private 0700). When the block raises, it is deleted and ``target`` is untouched.
     Otherwise it replaces ``target`` (:func:`replace_dir`), or, with ``keep_existing``, it is
     discarded when a ``target`` is already there (another process built the same folder first).
+
+    A full or read-only disk (:func:`~mrrec_edge.errors.disk_error`) is raised as a
+    :class:`~mrrec_edge.errors.DiskError` that names ``target``: it fails a build somewhere deep
+    inside (an ONNX save, a builder subprocess, an inner ``atomic_dir``), where the only path
+    known is a temporary one.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o755)
         yield tmp
         if not keep_existing:
@@ -99,5 +107,12 @@ def atomic_dir(target: Path, *, keep_existing: bool = False) -> Iterator[Path]:
             except OSError:  # another process's rename won the race
                 if not target.exists():
                     raise
+    except Exception as exc:
+        disk = disk_error(exc)
+        # Another disk's error (a cache elsewhere) keeps its own path.
+        if disk is None or (disk.path and not Path(disk.path).is_relative_to(target.parent)):
+            raise
+        raise DiskError(target, full=disk.full) from exc
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

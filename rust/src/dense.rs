@@ -258,19 +258,30 @@ impl DenseIndex {
         Ok(())
     }
 
-    /// Writes the index and its sidecar atomically (temp file + rename, sidecar last).
+    /// Writes the index and its sidecar atomically (temp file + rename, sidecar last). A failed
+    /// write leaves no temporary file, and a full or read-only disk is [`Error::Disk`].
     pub fn save(&self, generation: i64) -> Result<()> {
         let tmp = self.path.with_extension("usearch.tmp");
-        let tmp_str = tmp.to_str().ok_or_else(|| Error::DenseIndex("non-UTF-8 path".into()))?;
-        self.index.save(tmp_str).map_err(dense_err)?;
-        fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        let sidecar = Sidecar { format: SIDECAR_FORMAT, generation, size: self.index.size(), dimensions: self.dims };
         let side = Self::sidecar_path(&self.path);
         let side_tmp = side.with_extension("json.tmp");
-        fs::write(&side_tmp, serde_json::to_vec(&sidecar).expect("sidecar serialises"))
-            .map_err(|e| Error::io(&side_tmp, e))?;
-        fs::rename(&side_tmp, &side).map_err(|e| Error::io(&side, e))?;
-        Ok(())
+        let saved = (|| {
+            let tmp_str = tmp.to_str().ok_or_else(|| Error::DenseIndex("non-UTF-8 path".into()))?;
+            self.index.save(tmp_str).map_err(|e| Error::DenseIndex(format!("{}: {e}", tmp.display())))?;
+            fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+            let sidecar =
+                Sidecar { format: SIDECAR_FORMAT, generation, size: self.index.size(), dimensions: self.dims };
+            fs::write(&side_tmp, serde_json::to_vec(&sidecar).expect("sidecar serialises"))
+                .map_err(|e| Error::io(&side_tmp, e))?;
+            fs::rename(&side_tmp, &side).map_err(|e| Error::io(&side, e))
+        })();
+        // Told apart while the partial file still takes its space (usearch does not say why).
+        let saved = saved.map_err(|e| e.on_disk(&self.path));
+        if saved.is_err() {
+            // A new index without its sidecar reads as stale and is rebuilt: never wrong.
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&side_tmp);
+        }
+        saved
     }
 }
 

@@ -41,10 +41,19 @@ fn to_py_err(py: Python<'_>, err: Error) -> PyErr {
             Error::NotFound(_) => "NotFoundError",
             Error::Locked(_) => "StoreLockedError",
             Error::Sqlite(_) | Error::Schema { .. } => "StoreError",
+            Error::Disk { full, .. } => {
+                kwargs.set_item("full", *full)?;
+                "DiskError"
+            }
             Error::DenseIndex(_) => "DenseIndexError",
             Error::Callback(_) | Error::Cancelled => "MrrecError",
         };
-        let instance = errors.getattr(class)?.call((message,), Some(&kwargs))?;
+        // DiskError words its message itself, from the path: one wording for both languages.
+        let first = match &err {
+            Error::Disk { path, .. } => path.display().to_string(),
+            _ => message,
+        };
+        let instance = errors.getattr(class)?.call((first,), Some(&kwargs))?;
         Ok(PyErr::from_value(instance))
     };
     build().unwrap_or_else(|e| e)

@@ -167,8 +167,8 @@ const MIGRATIONS: &[&str] = &[
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the database to the current schema version.
-pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
+/// Brings the database to the current schema version; true when it changed anything.
+pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<bool> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(Error::Schema {
@@ -185,5 +185,5 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<()> {
         tx.pragma_update(None, "user_version", from as i64 + 1)?;
         tx.commit()?;
     }
-    Ok(())
+    Ok(version < SCHEMA_VERSION)
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.markup import escape
@@ -14,12 +15,27 @@ from mrrec_edge.cli import ask, bundle, data, eval, memory
 from mrrec_edge.cli._paths import UserPath
 from mrrec_edge.cli._ui import err_console
 from mrrec_edge.config import load_settings
-from mrrec_edge.errors import MrrecError
+from mrrec_edge.errors import MrrecError, disk_error
 
 
 def _ours_or_warning(record: logging.LogRecord) -> bool:
     # Libraries (onnxruntime's quantizer above all) log chatty INFO lines on the root logger.
     return record.name.startswith("mrrec_edge") or record.levelno >= logging.WARNING
+
+
+class _LogFile(logging.FileHandler):
+    """The log file, silent once it cannot be written: on a full or read-only disk, logging's
+    own "--- Logging error ---" traceback would bury the command's error line (which says
+    what failed)."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = True
 
 
 def _setup_logging(log_path: Path, verbose: bool) -> None:
@@ -28,7 +44,7 @@ def _setup_logging(log_path: Path, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler: logging.Handler = _LogFile(log_path, encoding="utf-8")
         handler.setFormatter(fmt)
         handler.setLevel(logging.INFO)
         handler.addFilter(_ours_or_warning)
@@ -88,7 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("[yellow]interrupted: nothing of the interrupted step was written[/]")
         sys.exit(130)
     except MrrecError as exc:
-        logging.getLogger("mrrec_edge").info("failed: %s", exc)
-        # escape: messages quote file contents and config sections ("[retrieval]").
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(1)
+        _fail(exc)
+    except Exception as exc:
+        # A full or read-only disk is the user's to fix, not a bug: one line as well.
+        if (disk := disk_error(exc)) is None:
+            raise
+        _fail(disk)
+
+
+def _fail(exc: MrrecError) -> NoReturn:
+    logging.getLogger("mrrec_edge").info("failed: %s", exc)
+    # escape: messages quote file contents and config sections ("[retrieval]"). soft_wrap: one
+    # line, however long the paths in it (the terminal wraps it, not us).
+    err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    sys.exit(1)

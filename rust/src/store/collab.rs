@@ -15,7 +15,7 @@ use rusqlite::{params, params_from_iter, Connection};
 use super::indexes::EntryMeta;
 use super::{for_id_chunks, lock, read_generations, MemoryStore};
 use crate::collab::{CollabModel, CollabParams, History, Similarity};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::grounding::{named_items, Signals, Weights, POPULARITY, PROFILE, REQUEST, SEED_CF, SIGNALS, USER_CF};
 use crate::model::ItemHit;
 use crate::vector::{dot, from_blob};
@@ -24,11 +24,14 @@ use crate::vector::{dot, from_blob};
 pub const COLLAB_FILE: &str = "collab.bin";
 
 /// Writes `bytes` to a temporary file, then renames it over `path`: readers see the old file or
-/// the new one, never a part.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// the new one, never a part, and a failed write (a full disk) leaves no temporary file.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("bin.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| Error::io(path, e).on_disk(path))
 }
 
 /// A dislike's source; every other record is a positive interaction.
@@ -203,8 +206,11 @@ impl MemoryStore {
             seconds: started.elapsed().as_secs_f64(),
         };
         // Best effort: a home that cannot be written (read-only, full) still grounds, and the
-        // next process rebuilds.
-        let _ = write_atomically(&self.home.join(COLLAB_FILE), &model.to_bytes(generation));
+        // next process rebuilds; only a rebuild the user asked for (`force`) says it failed.
+        let saved = write_atomically(&self.home.join(COLLAB_FILE), &model.to_bytes(generation));
+        if force {
+            saved?;
+        }
         let state = Arc::new(CollabState { generation, model });
         *slot = Some(state.clone());
         Ok((state, Some(report)))

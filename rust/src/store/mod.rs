@@ -87,14 +87,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// An error opening the database: [`Error::Disk`] for a full or read-only home, else
+/// [`Error::Schema`] naming the file.
+fn open_failed(path: &Path, e: rusqlite::Error, what: &str) -> Error {
+    match Error::Sqlite(e).on_disk(path) {
+        Error::Sqlite(e) => Error::Schema { path: path.to_path_buf(), message: format!("{what}{e}") },
+        other => other,
+    }
+}
+
 fn open_connection(path: &Path, opts: &StoreOptions) -> Result<Connection> {
-    let conn = Connection::open(path)
-        .map_err(|e| Error::Schema { path: path.to_path_buf(), message: format!("cannot open: {e}") })?;
+    let conn = Connection::open(path).map_err(|e| open_failed(path, e, "cannot open: "))?;
     conn.busy_timeout(std::time::Duration::from_millis(opts.busy_timeout_ms))?;
     // WAL: readers never block the writer; NORMAL sync survives a process crash.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| Error::Schema { path: path.to_path_buf(), message: e.to_string() })?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| open_failed(path, e, ""))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Schema {
             path: path.to_path_buf(),
@@ -173,13 +180,18 @@ impl RowHighWater {
 impl MemoryStore {
     /// Opens (creating if needed) the store in `home`. Dense indexes load lazily on first use.
     pub fn open(home: &Path, opts: StoreOptions) -> Result<Self> {
-        std::fs::create_dir_all(home).map_err(|e| Error::io(home, e))?;
+        std::fs::create_dir_all(home).map_err(|e| Error::io(home, e).on_disk(home))?;
         let db_path = home.join(DB_FILE);
         let mut writer = open_connection(&db_path, &opts)?;
-        schema::migrate(&mut writer, &db_path).map_err(|e| match e {
-            Error::Sqlite(s) => Error::from_sqlite(s, "while upgrading the schema"),
+        let migrated = schema::migrate(&mut writer, &db_path).map_err(|e| match e {
+            Error::Sqlite(s) => Error::from_sqlite(s, "while upgrading the schema").on_disk(&db_path),
             other => other,
         })?;
+        if migrated {
+            // Into the database file now, so that the WAL holds no committed page the file
+            // lacks: then a write that fills the disk can truncate it (`write_failed`).
+            let _ = writer.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         let reader = open_connection(&db_path, &opts)?;
         Ok(MemoryStore {
             home: home.to_path_buf(),
@@ -210,19 +222,36 @@ impl MemoryStore {
         f: impl FnOnce(&Transaction<'_>, &mut Changes) -> Result<R>,
     ) -> Result<R> {
         let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::from_sqlite(e, context))?;
-        let before = read_generations(&tx)?;
-        let high_water = RowHighWater::read(&tx)?;
         let mut changes = Changes::default();
-        let out = f(&tx, &mut changes)?;
-        high_water.index_new_rows(&tx)?;
-        let after = read_generations(&tx)?;
-        tx.commit().map_err(|e| Error::from_sqlite(e, context))?;
+        let committed = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| Error::from_sqlite(e, context))?;
+            let before = read_generations(&tx)?;
+            let high_water = RowHighWater::read(&tx)?;
+            let out = f(&tx, &mut changes)?;
+            high_water.index_new_rows(&tx)?;
+            let after = read_generations(&tx)?;
+            tx.commit().map_err(|e| Error::from_sqlite(e, context))?;
+            Ok((out, before, after))
+        })(); // on an error the transaction has rolled back here
+        let (out, before, after) = committed.map_err(|e| self.write_failed(&conn, e))?;
         // Still holding the writer lock: index updates are applied in commit order.
         self.apply_changes(&conn, before, after, &changes);
         Ok(out)
+    }
+
+    /// A failed write's error as the caller sees it: [`Error::Disk`] naming the database when
+    /// the disk is full or read-only. On a full disk the WAL is truncated too: it still holds
+    /// the rolled-back transaction's pages (as large as the transaction), space the user would
+    /// otherwise have to free. Safe: a checkpoint copies committed pages only, and one that
+    /// fails leaves the WAL as it was.
+    fn write_failed(&self, conn: &Connection, e: Error) -> Error {
+        let e = e.on_disk(&self.db_path());
+        if matches!(e, Error::Disk { full: true, .. }) {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        e
     }
 
     /// Copies the WAL into the database and truncates it, so the old versions of deleted rows
