@@ -33,6 +33,7 @@ __all__ = [
     "import_kinds",
     "orchestrator_defaults",
     "partial_profile",
+    "plan_request",
     "ranking_metrics",
     "render_answer",
     "render_call",
@@ -156,6 +157,7 @@ class MemoryStore:
     def dimensions(self) -> int: ...
     def stats(self) -> dict[str, Any]: ...
     def users(self) -> list[str]: ...
+    def category_names(self) -> list[str]: ...
     def import_file(
         self,
         kind: str,
@@ -294,17 +296,28 @@ class GroundRequest:
         exclude: Sequence[int] | None = None,
         categories: _Strings | None = None,
         similarity: Literal["knn", "ease"] | None = None,
+        avoid: npt.ArrayLike | None = None,
+        avoid_categories: _Strings | None = None,
+        prefer_categories: _Strings | None = None,
+        seeds: Sequence[int] | None = None,
+        negative_seeds: Sequence[int] | None = None,
+        min_year: int | None = None,
+        max_year: int | None = None,
     ) -> Self: ...
 
 @final
 class GroundedItem:
-    """A fused-grounding item: the hit, each signal's weighted contribution (they sum to the
-    hit's score), and the liked items or seeds that most support it."""
+    """A fused-grounding item: the hit, each signal's weighted contribution (with the adjustment,
+    they sum to the hit's score), what the conversation's constraints added (a preferred
+    category) or took off (closeness to what the user ruled out), and the liked items or seeds
+    that most support it."""
 
     @property
     def item(self) -> ItemHit: ...
     @property
     def contributions(self) -> list[tuple[str, float]]: ...
+    @property
+    def adjustment(self) -> float: ...
     @property
     def because(self) -> list[int]: ...
 
@@ -393,6 +406,19 @@ def partial_profile(body: str) -> str:
 
 def tool_responses(prompt: str) -> list[list[int]]:
     """The memory ids each tool-response block of a rendered prompt shows, block by block."""
+
+# An earlier exchange: (query, shown (item id, year), liked ids, disliked ids).
+_Exchange = tuple[str, Sequence[tuple[int, int | None]], Sequence[int], Sequence[int]]
+
+def plan_request(
+    text: str,
+    categories: list[str],
+    earlier: Sequence[_Exchange] = ...,
+) -> dict[str, Any]:
+    """What ``text``, the latest request of a conversation, asks for, given the earlier
+    exchanges (oldest first: query, shown (item id, year) in rank order, liked ids, disliked
+    ids) and the catalog's categories: request, follow_up (new | replace | refine), wanted,
+    avoided, preferred, avoid_phrases, anchors, exclude, liked, disliked, min_year, max_year."""
 
 def ranking_metrics(
     rankings: Sequence[Sequence[int]], relevant: Sequence[Sequence[int]], ks: Sequence[int]

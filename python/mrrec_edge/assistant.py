@@ -23,6 +23,7 @@ from mrrec_edge._core import (
     MemoryHit,
     Orchestrator,
     orchestrator_defaults,
+    plan_request,
 )
 from mrrec_edge.config import Settings
 from mrrec_edge.workspace import Workspace
@@ -176,31 +177,53 @@ class Done:
     turns: list[tuple[str, str]] = field(default_factory=list)
     #: The global memory shown in the system prompt (the evaluation counts its tokens).
     global_memories: list[MemoryEntry] = field(default_factory=list)
+    #: How the request was read in its conversation (``_core.plan_request``).
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
 Event = Token | ToolCall | Memories | Profile | Recommendations | Done
 
 
+@dataclass(frozen=True)
+class PriorTurn:
+    """An earlier exchange of the conversation, as a follow-up sees it: what was asked, what the
+    answer showed (store item ids, in rank order) and what the user did with it."""
+
+    query: str
+    shown: tuple[int, ...] = ()
+    liked: tuple[int, ...] = ()
+    disliked: tuple[int, ...] = ()
+
+
 def _why(
     grounded: GroundedItem,
     cited: Sequence[MemoryEntry],
-    query: str,
+    wanted_categories: Sequence[str],
     titles: Mapping[int, str],
+    quoted: set[int] | None = None,
 ) -> tuple[str, list[MemoryEntry]]:
     """A one-line reason that says what drove this item: the liked items that support it
-    ("because you liked X and Y"), the cited memory that shares its categories, and the part of
-    the request it fits (its categories named in the request), strongest signal first."""
+    ("because you liked X and Y"), the part of the request it fits (its categories the request
+    asked for, synonyms folded: "scary" asks for Horror), and the cited memory closest to it,
+    strongest signal first. ``quoted``: memory ids earlier cards quoted; a card quotes one
+    of those only when no other cited memory shares its categories (ten cards should not read
+    alike), and adds the one it quotes."""
     item = grounded.item
     parts: list[str] = []
     liked = [titles[i] for i in grounded.because if i in titles]
     if liked:
         parts.append("because you liked " + " and ".join(liked))
-    wanted = [c for c in item.categories if c.casefold() in query.casefold()]
+    wanted = [c for c in item.categories if c in wanted_categories]
     if wanted:
         parts.append(f"{', '.join(wanted)} as you asked")
-    shared = [m for m in cited if set(m.categories) & set(item.categories)]
+    quoted = quoted if quoted is not None else set()
+    shared = sorted(
+        (m for m in cited if set(m.categories) & set(item.categories)),
+        key=lambda m: (m.id in quoted, -len(set(m.categories) & set(item.categories))),
+    )
     if shared:
         parts.append(f"your memory: {_clip(shared[0].text, 70)}")
+        quoted.add(shared[0].id)
     if not parts:
         strongest = max(grounded.contributions, key=lambda kv: kv[1])[0]
         parts.append(WHY_SIGNAL.get(strongest, "fits your request"))
@@ -254,9 +277,14 @@ class Assistant:
         cancel: threading.Event | None = None,
         static_memory: Sequence[MemoryEntry] = (),
         distinct_titles: bool = True,
+        context: Sequence[PriorTurn] = (),
     ) -> Iterator[Event]:
         """Answers ``query`` for ``user`` with ``k`` catalog items, as a stream of events.
 
+        ``context``: the earlier exchanges of the conversation, oldest first. The core reads the
+        query in it (``_core.plan_request``): a refinement ("nothing too gory", "older ones")
+        extends the request before it, a new subject ("a comedy instead") replaces it, and what
+        was shown is not shown again. The model answers the request so composed.
         ``static_memory`` is shown to the model before its first turn, as if retrieved (the
         evaluation's naive and static memory baselines); it counts in ``memory_tokens``.
         ``distinct_titles``: see :meth:`Workspace.ground` (the evaluation and training rank item
@@ -267,9 +295,11 @@ class Assistant:
         started = perf_counter()
 
         t = perf_counter()
-        global_hits = self.ws.search_memory(query, tiers=["global"], k=c.global_k)
+        plan = self.plan(query, context)
+        request = plan["request"]
+        global_hits = self.ws.search_memory(request, tiers=["global"], k=c.global_k)
         timings["retrieval"] += perf_counter() - t
-        orch = self._orchestrator(query, global_hits)
+        orch = self._orchestrator(request, global_hits)
         retrieved: dict[int, MemoryEntry] = {}
         if static_memory:
             orch.add_memories(list(static_memory), token_count=self.model.count_tokens)
@@ -337,22 +367,34 @@ class Assistant:
             k=k,
             user=user,
             profile=action["profile"],
-            request=query,
+            request=request,
             cited_memory=[m.id for m in cited],
             weights=self.grounding,
             include_seen=include_seen,
             distinct_titles=distinct_titles,
+            plan=plan,
         )
         timings["grounding"] = perf_counter() - t
         supporters = sorted({i for g in grounded for i in g.because})
         titles = {it.item_id: it.title for it in self.ws.items_by_id(supporters)}
         recommendations = []
+        quoted: set[int] = set()
         for g in grounded:
-            why, memories = _why(g, cited, query, titles)
+            why, memories = _why(g, cited, plan["wanted"], titles, quoted)
             recommendations.append(Recommendation(g.item, why, memories))
         yield Recommendations(recommendations)
         timings["total"] = perf_counter() - started
-        yield Done(timings, orch.stats(), cited, turns, [h.entry for h in global_hits])
+        yield Done(timings, orch.stats(), cited, turns, [h.entry for h in global_hits], plan)
+
+    def plan(self, query: str, context: Sequence[PriorTurn] = ()) -> dict[str, Any]:
+        """How the core reads ``query`` after ``context`` (see :meth:`ask`)."""
+        shown = sorted({i for turn in context for i in turn.shown})
+        years = {it.item_id: it.year for it in self.ws.items_by_id(shown)} if shown else {}
+        earlier = [
+            (t.query, [(i, years.get(i)) for i in t.shown], list(t.liked), list(t.disliked))
+            for t in context
+        ]
+        return plan_request(query, self.ws.category_names(), earlier)
 
     def _orchestrator(self, query: str, global_hits: list[MemoryHit]) -> Orchestrator:
         c = self.config

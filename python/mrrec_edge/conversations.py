@@ -14,7 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mrrec_edge._core import MemoryEntry, MemoryStore, partial_profile, split_turn
-from mrrec_edge.assistant import Done, Event, Memories, Profile, Recommendations, Token, ToolCall
+from mrrec_edge.assistant import (
+    Done,
+    Event,
+    Memories,
+    PriorTurn,
+    Profile,
+    Recommendations,
+    Token,
+    ToolCall,
+)
+from mrrec_edge.errors import NotFoundError
+from mrrec_edge.workspace import parse_feedback
 
 PAYLOAD_VERSION = 1
 #: A new conversation is titled with the start of its first question.
@@ -52,6 +63,8 @@ class Answer:
     recommendations: list[dict[str, Any]] = field(default_factory=list)
     feedback: dict[str, str] = field(default_factory=dict)
     tokens: int = 0
+    #: How the request was read in its conversation (``_core.plan_request``).
+    plan: dict[str, Any] | None = None
 
     def apply(self, event: Event) -> None:
         match event:
@@ -75,6 +88,7 @@ class Answer:
                 self.recommendations = [
                     {
                         "item": r.item.ext_id,
+                        "item_id": r.item.item_id,
                         "title": r.item.title,
                         "year": r.item.year,
                         "categories": list(r.item.categories),
@@ -84,7 +98,8 @@ class Answer:
                     }
                     for r in items
                 ]
-            case Done():
+            case Done(plan=plan):
+                self.plan = plan or None
                 self.status = "done"
 
     def _last_turn(self) -> Turn:
@@ -120,6 +135,7 @@ class Answer:
             "profile": self.profile,
             "recommendations": self.recommendations,
             "feedback": self.feedback,
+            "plan": self.plan,
         }
 
     @classmethod
@@ -137,10 +153,20 @@ class Answer:
             profile=payload.get("profile"),
             recommendations=payload.get("recommendations") or [],
             feedback=payload.get("feedback") or {},
+            plan=payload.get("plan"),
         )
         if answer.profile is None and content and not answer.text:
             answer.profile = {"text": content, "memory_ids": [], "fallback": False, "reason": None}
         return answer
+
+
+def _sentiment(action: str) -> int:
+    """+1 for feedback that says "more like this" (like, 4 or 5 stars), -1 for "not this"
+    (dislike, 0 to 2 stars), 0 otherwise (seen, 3 stars)."""
+    rating, _text, kind = parse_feedback(action)
+    if rating is not None:
+        return 1 if rating >= 4 else -1 if rating <= 2 else 0
+    return {"like": 1, "dislike": -1}.get(kind, 0)
 
 
 def _write_answer(store: MemoryStore, message_id: int, answer: Answer) -> None:
@@ -202,6 +228,10 @@ class Conversations:
         found = self.for_user(user, limit=1)
         return found[0]["id"] if found else None
 
+    def belongs_to(self, conversation_id: int, user: str) -> bool:
+        """Whether ``conversation_id`` is one of ``user``'s conversations."""
+        return any(c["id"] == conversation_id for c in self.for_user(user, limit=2**31 - 1))
+
     def delete(self, conversation_id: int) -> bool:
         return self.store.delete_conversation(conversation_id)
 
@@ -218,6 +248,38 @@ class Conversations:
                 answer = Answer.from_payload(payload, content=m["content"])
             out.append(SavedMessage(m["id"], m["role"], m["content"], answer))
         return out
+
+    def context(self, conversation_id: int) -> list[PriorTurn]:
+        """The conversation so far as a follow-up sees it (``Assistant.ask``'s ``context``):
+        each question, the items its answer showed and the feedback given on them."""
+        out: list[PriorTurn] = []
+        for m in self.messages(conversation_id):
+            if m.role == "user":
+                out.append(PriorTurn(m.text))
+            elif m.answer is not None and out:
+                ids = [self._item_id(r) for r in m.answer.recommendations]
+                by_ext = {r["item"]: i for r, i in zip(m.answer.recommendations, ids, strict=True)}
+                reacted = {
+                    by_ext[ext]: _sentiment(action)
+                    for ext, action in m.answer.feedback.items()
+                    if by_ext.get(ext) is not None
+                }
+                out[-1] = PriorTurn(
+                    out[-1].query,
+                    shown=tuple(i for i in ids if i is not None),
+                    liked=tuple(i for i, s in reacted.items() if s > 0),
+                    disliked=tuple(i for i, s in reacted.items() if s < 0),
+                )
+        return out
+
+    def _item_id(self, rec: dict[str, Any]) -> int | None:
+        """A saved card's store id (answers saved before ids were kept name only the alias)."""
+        if rec.get("item_id") is not None:
+            return int(rec["item_id"])
+        try:
+            return self.store.item(rec["item"]).item_id
+        except NotFoundError:  # the item is gone from the catalog
+            return None
 
     def ask(
         self, conversation_id: int | None, user: str, query: str, answer: Answer | None = None

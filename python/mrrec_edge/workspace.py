@@ -335,8 +335,25 @@ class Workspace:
         cited_memory: Sequence[int] = (),
         include_seen: bool = False,
         similarity: str | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> GroundRequest:
-        """A grounding request with the profile and the request embedded."""
+        """A grounding request with the profile and the request embedded, and what ``plan``
+        (``_core.plan_request``: the conversation's reading of the request) rules out or points
+        at: shown items left out, ruled-out categories and years filtered, ruled-out phrases
+        embedded for the penalty, and the items pointed at, liked or disliked as seeds."""
+        constraints: dict[str, Any] = {}
+        if plan is not None:
+            phrases = plan["avoid_phrases"]
+            constraints = {
+                "exclude": plan["exclude"],
+                "avoid": self.embed_query("; ".join(phrases)) if phrases else None,
+                "avoid_categories": plan["avoided"],
+                "prefer_categories": plan["preferred"],
+                "seeds": [*plan["anchors"], *plan["liked"]],
+                "negative_seeds": plan["disliked"],
+                "min_year": plan["min_year"],
+                "max_year": plan["max_year"],
+            }
         return GroundRequest(
             user=user,
             profile=self.embed_query(profile) if profile is not None else None,
@@ -345,6 +362,7 @@ class Workspace:
             cited_memory=list(cited_memory),
             include_seen=include_seen,
             similarity=similarity,
+            **constraints,
         )
 
     @cached_property
@@ -369,6 +387,7 @@ class Workspace:
         include_seen: bool = False,
         distinct_titles: bool = True,
         similarity: str | None = None,
+        plan: Mapping[str, Any] | None = None,
     ) -> list[GroundedItem]:
         """The ``k`` best catalog items for a request: the one way into grounding.
 
@@ -377,9 +396,13 @@ class Workspace:
         With ``distinct_titles``, one item per title and year: MovieLens lists some films twice
         under two ids (18 in the 100K catalog), which would show the same film twice, or a film
         the user has seen under its other id. (The evaluation ranks item ids as the store does,
-        like every baseline, and turns it off.)
+        like every baseline, and turns it off.) ``plan``: see :meth:`ground_request`.
         """
         weights = dict(weights if weights is not None else self.grounding_weights.weights)
+        if plan is not None and (plan["anchors"] or plan["liked"]):
+            # "More like #3", or a like in this conversation, is the user's most direct word on
+            # what they want: the seeds count at least as much as the request.
+            weights["seed_cf"] = max(weights.get("seed_cf", 0.0), weights.get("request", 0.0))
         query = self.ground_request(
             user=user,
             # Only what the weights use is embedded (an embedding costs milliseconds).
@@ -388,12 +411,15 @@ class Workspace:
             cited_memory=cited_memory,
             include_seen=include_seen,
             similarity=similarity,
+            plan=plan,
         )
         if not distinct_titles:
             return self.store.ground_fused(query, weights=weights, k=k)
         taken: set[tuple[str, int | None]] = set()
         if user is not None and not include_seen:
             taken = {(r["title"].casefold(), r["year"]) for r in self.store.user_history(user)}
+        if plan is not None:  # nor the twin of a film the conversation showed
+            taken |= {(it.title.casefold(), it.year) for it in self.items_by_id(plan["exclude"])}
         items = []
         for g in self.store.ground_fused(query, weights=weights, k=k + TWIN_MARGIN):
             key = (g.item.title.casefold(), g.item.year)
@@ -413,6 +439,10 @@ class Workspace:
 
     def users(self) -> list[str]:
         return self.store.users()
+
+    def category_names(self) -> list[str]:
+        """The catalog's categories (the words a request's plan folds onto)."""
+        return self.store.category_names()
 
     def add_user(self, user: str) -> bool:
         """Adds a user with no history; False when there is one already."""

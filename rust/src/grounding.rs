@@ -47,6 +47,9 @@ impl Weights {
 pub struct Signals {
     pub items: Vec<i64>,
     pub values: [Vec<f32>; SIGNALS.len()],
+    /// Added to each candidate's fused score by what the conversation ruled out or asked for
+    /// (empty: nothing). Not a fitted signal: the evaluation's requests carry no such thing.
+    pub adjustment: Vec<f32>,
 }
 
 impl Signals {
@@ -54,14 +57,20 @@ impl Signals {
     /// no history, no seeds, no profile) becomes all zeros and so carries no weight.
     pub fn normalize(&mut self) {
         for v in self.values.iter_mut() {
-            let n = v.len().max(1) as f64;
-            let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
-            let var = v.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / n;
-            let sd = var.sqrt();
-            for x in v.iter_mut() {
-                *x = if sd > 1e-12 { ((f64::from(*x) - mean) / sd) as f32 } else { 0.0 };
-            }
+            *v = Self::zscores(std::mem::take(v));
         }
+    }
+
+    /// `v` as z-scores; all zeros when `v` is constant.
+    pub fn zscores(mut v: Vec<f32>) -> Vec<f32> {
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().map(|x| f64::from(*x)).sum::<f64>() / n;
+        let var = v.iter().map(|x| (f64::from(*x) - mean).powi(2)).sum::<f64>() / n;
+        let sd = var.sqrt();
+        for x in v.iter_mut() {
+            *x = if sd > 1e-12 { ((f64::from(*x) - mean) / sd) as f32 } else { 0.0 };
+        }
+        v
     }
 
     /// Each candidate's weighted contributions, per signal.
@@ -69,9 +78,12 @@ impl Signals {
         std::array::from_fn(|s| weights.0[s] * self.values[s][candidate])
     }
 
-    /// The fused score of every candidate: `Σ_s w_s · z_s`.
+    /// The fused score of every candidate: `Σ_s w_s · z_s`, plus its adjustment.
     pub fn fuse(&self, weights: &Weights) -> Vec<f32> {
         let mut out = vec![0f32; self.items.len()];
+        for (o, a) in out.iter_mut().zip(&self.adjustment) {
+            *o += a;
+        }
         for (s, v) in self.values.iter().enumerate() {
             let w = weights.0[s];
             if w != 0.0 {
@@ -144,6 +156,7 @@ mod tests {
                 vec![0.0; 4],
                 vec![5.0, 1.0, 2.0, 2.0],
             ],
+            adjustment: Vec::new(),
         }
     }
 
@@ -175,6 +188,20 @@ mod tests {
             let parts = s.contributions(&both, c);
             assert!((parts.iter().sum::<f32>() - total).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn an_adjustment_adds_to_the_fused_score() {
+        let mut s = signals();
+        s.normalize();
+        let profile_only = Weights::from_pairs([("profile", 1.0)]).unwrap();
+        let before = s.fuse(&profile_only);
+        s.adjustment = vec![0.0, 0.0, -3.0, 0.0];
+        let after = s.fuse(&profile_only);
+        assert_eq!(after[2], before[2] - 3.0);
+        assert_eq!((after[0], after[3]), (before[0], before[3]));
+        assert_eq!(s.top(&profile_only, 4).iter().map(|(p, _)| s.items[*p]).collect::<Vec<_>>(), vec![10, 13, 11, 12]);
+        assert_eq!(Signals::zscores(vec![2.0, 2.0]), vec![0.0, 0.0]);
     }
 
     #[test]

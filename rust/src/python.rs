@@ -15,6 +15,7 @@ use crate::grounding::{Weights, SIGNALS};
 use crate::import::{ImportKind, ImportOptions, ImportReport};
 use crate::metrics;
 use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
+use crate::orchestrator::request::{self, FollowUp, Prior};
 use crate::orchestrator::{estimate_tokens, protocol, Action, Orchestrator, OrchestratorConfig, ShownMemory};
 use crate::store::{
     CollabReport, Draft, EmbeddingTarget, GroundRequest, GroundedItem, IndexReport, MemoryStore, StoreOptions,
@@ -279,12 +280,14 @@ fn vector_arg(v: Option<PyArrayLike1<'_, f32, AllowTypeChange>>) -> Option<Vec<f
     v.map(|a| a.as_array().iter().copied().collect())
 }
 
-/// A fused-grounding item: the hit, each signal's weighted contribution, and the history items
-/// or seeds that most support it.
+/// A fused-grounding item: the hit, each signal's weighted contribution, what the
+/// conversation's constraints added (a preferred category) or took off (closeness to what the
+/// user ruled out), and the history items or seeds that most support it.
 #[pyclass(frozen, get_all, name = "GroundedItem", module = "mrrec_edge._core")]
 pub struct PyGroundedItem {
     item: Py<PyItemHit>,
     contributions: Vec<(String, f32)>,
+    adjustment: f32,
     because: Vec<i64>,
 }
 
@@ -293,6 +296,7 @@ impl PyGroundedItem {
         Ok(PyGroundedItem {
             item: Py::new(py, PyItemHit::from(g.hit))?,
             contributions: SIGNALS.iter().map(|s| s.to_string()).zip(g.contributions).collect(),
+            adjustment: g.adjustment,
             because: g.because,
         })
     }
@@ -315,7 +319,9 @@ pub struct PyGroundRequest {
 impl PyGroundRequest {
     #[new]
     #[pyo3(signature = (*, profile = None, request = None, profile_text = None, user = None, cited_memory = None,
-                        include_seen = false, exclude = None, categories = None, similarity = None))]
+                        include_seen = false, exclude = None, categories = None, similarity = None, avoid = None,
+                        avoid_categories = None, prefer_categories = None, seeds = None, negative_seeds = None,
+                        min_year = None, max_year = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -328,6 +334,13 @@ impl PyGroundRequest {
         exclude: Option<Vec<i64>>,
         categories: Option<Vec<String>>,
         similarity: Option<&str>,
+        avoid: Option<PyArrayLike1<'_, f32, AllowTypeChange>>,
+        avoid_categories: Option<Vec<String>>,
+        prefer_categories: Option<Vec<String>>,
+        seeds: Option<Vec<i64>>,
+        negative_seeds: Option<Vec<i64>>,
+        min_year: Option<i32>,
+        max_year: Option<i32>,
     ) -> PyResult<Self> {
         let similarity = similarity.map(Similarity::parse).transpose().py_err(py)?;
         Ok(PyGroundRequest {
@@ -341,6 +354,13 @@ impl PyGroundRequest {
                 exclude: exclude.unwrap_or_default(),
                 categories: categories.unwrap_or_default(),
                 similarity,
+                avoid: vector_arg(avoid),
+                avoid_categories: avoid_categories.unwrap_or_default(),
+                prefer_categories: prefer_categories.unwrap_or_default(),
+                seeds: seeds.unwrap_or_default(),
+                negative_seeds: negative_seeds.unwrap_or_default(),
+                min_year,
+                max_year,
             },
         })
     }
@@ -403,6 +423,10 @@ impl PyMemoryStore {
 
     fn users(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         py.detach(|| self.inner.users()).py_err(py)
+    }
+
+    fn category_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.category_names()).py_err(py)
     }
 
     /// Imports a file or export folder in one transaction. `progress(done, total)` is called
@@ -1038,6 +1062,44 @@ fn tool_responses(prompt: &str) -> Vec<Vec<i64>> {
     protocol::tool_responses(prompt)
 }
 
+/// What `text`, the latest request of a conversation, asks for, given the earlier exchanges
+/// (oldest first: query, shown (item id, year) in rank order, liked ids, disliked ids) and the
+/// catalog's categories (`orchestrator::request`).
+#[pyfunction]
+#[pyo3(signature = (text, categories, earlier = Vec::new()))]
+#[allow(clippy::type_complexity)]
+fn plan_request<'py>(
+    py: Python<'py>,
+    text: &str,
+    categories: Vec<String>,
+    earlier: Vec<(String, Vec<(i64, Option<i32>)>, Vec<i64>, Vec<i64>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let earlier: Vec<Prior> =
+        earlier.into_iter().map(|(query, shown, liked, disliked)| Prior { query, shown, liked, disliked }).collect();
+    let p = request::plan_request(text, &categories, &earlier);
+    let out = PyDict::new(py);
+    out.set_item("request", p.request)?;
+    out.set_item(
+        "follow_up",
+        match p.follow_up {
+            FollowUp::New => "new",
+            FollowUp::Replace => "replace",
+            FollowUp::Refine => "refine",
+        },
+    )?;
+    out.set_item("wanted", p.wanted)?;
+    out.set_item("avoided", p.avoided)?;
+    out.set_item("preferred", p.preferred)?;
+    out.set_item("avoid_phrases", p.avoid_phrases)?;
+    out.set_item("anchors", p.anchors)?;
+    out.set_item("exclude", p.exclude)?;
+    out.set_item("liked", p.liked)?;
+    out.set_item("disliked", p.disliked)?;
+    out.set_item("min_year", p.min_year)?;
+    out.set_item("max_year", p.max_year)?;
+    Ok(out)
+}
+
 #[pyfunction]
 fn import_kinds<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, ImportKind::ALL.iter().map(|k| k.name()))
@@ -1063,6 +1125,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_turn, m)?)?;
     m.add_function(wrap_pyfunction!(partial_profile, m)?)?;
     m.add_function(wrap_pyfunction!(tool_responses, m)?)?;
+    m.add_function(wrap_pyfunction!(plan_request, m)?)?;
     m.add("TURN_STOP_STRINGS", PyTuple::new(m.py(), protocol::STOP_STRINGS)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

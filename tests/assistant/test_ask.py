@@ -170,3 +170,56 @@ def test_hostile_catalog_and_memory_cannot_steer_the_protocol(
 def _history(home: Path, user: str) -> list[dict]:
     with Workspace.open(home) as ws:
         return ws.store.user_history(user)
+
+
+def test_a_follow_up_continues_the_conversation(ask_home: Path) -> None:
+    """`--continue` answers in the user's latest conversation: "a comedy instead" replaces the
+    subject and rules the old one out, nothing shown before comes back, and `--conversation ID`
+    refines the request before it."""
+    first = cli_json(ask_home, "ask", "--user", "1", "I want a scary movie for Halloween")
+    second = cli_json(
+        ask_home, "ask", "--user", "1", "--continue", "something lighter, a comedy instead"
+    )
+    conversation = first["conversation_id"]
+    assert second["conversation_id"] == conversation
+    plan = second["plan"]
+    assert (plan["follow_up"], plan["wanted"], plan["avoided"]) == (
+        "replace",
+        ["Comedy"],
+        ["Horror"],
+    )
+    shown = {r["item_id"] for r in first["recommendations"]}
+    comedies = [r for r in second["recommendations"] if "Comedy" in r["categories"]]
+    assert len(second["recommendations"]) == 10 and len(comedies) >= 7
+    assert not any("Horror" in r["categories"] for r in second["recommendations"])
+    assert not shown & {r["item_id"] for r in second["recommendations"]}
+
+    third = cli_json(
+        ask_home, "ask", "--user", "1", "--conversation", str(conversation), "older ones"
+    )
+    assert third["conversation_id"] == conversation and third["plan"]["follow_up"] == "refine"
+    years = sorted(r["year"] for r in second["recommendations"])
+    assert all(r["year"] < years[len(years) // 2] for r in third["recommendations"])
+    shown |= {r["item_id"] for r in second["recommendations"]}
+    assert not shown & {r["item_id"] for r in third["recommendations"]}
+    with Workspace.open(ask_home) as ws:
+        context = ws.conversations.context(conversation)
+    assert [turn.query for turn in context] == [
+        "I want a scary movie for Halloween",
+        "something lighter, a comedy instead",
+        "older ones",
+    ]
+
+
+def test_follow_up_errors_are_one_clear_line(ask_home: Path) -> None:
+    for args, says in [
+        (["--conversation", "987654"], "no such conversation of user '1'"),
+        (["--continue", "--conversation", "1"], "not both"),
+    ]:
+        proc = run_cli(ask_home, "ask", "--user", "1", *args, "anything", check=False)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    with Workspace.open(ask_home) as ws:
+        ws.add_user("newcomer")
+    proc = run_cli(ask_home, "ask", "--user", "newcomer", "--continue", "anything", check=False)
+    assert proc.returncode == 2 and "has no conversation yet" in proc.stderr, proc.stderr

@@ -63,6 +63,7 @@ def answer_json(
         ],
         "timings": {name: round(seconds, 4) for name, seconds in done.timings.items()},
         "stats": done.stats,
+        "plan": done.plan,
     }
 
 
@@ -72,9 +73,30 @@ def answer_json(
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 100))
 @click.option("--include-seen", is_flag=True, help="Also recommend items the user has consumed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option(
+    "--continue",
+    "continue_last",
+    is_flag=True,
+    help="A follow-up in USER's latest conversation: it refines or replaces the request before "
+    "it, and leaves out what was shown.",
+)
+@click.option(
+    "--conversation",
+    "conversation_id",
+    type=int,
+    metavar="ID",
+    help="A follow-up in conversation ID (mrrec ask --json and mrrec-tui ctrl+o show ids).",
+)
 @click.pass_obj
 def ask_command(
-    settings: Settings, query: str, user: str, k: int, include_seen: bool, as_json: bool
+    settings: Settings,
+    query: str,
+    user: str,
+    k: int,
+    include_seen: bool,
+    as_json: bool,
+    continue_last: bool,
+    conversation_id: int | None,
 ) -> None:
     """Ask the assistant for K recommendations for QUERY, from USER's memory.
 
@@ -83,16 +105,23 @@ def ask_command(
     """
     if not query.strip():
         raise click.UsageError("the query is empty")
+    if continue_last and conversation_id is not None:
+        raise click.UsageError("give --continue or --conversation ID, not both")
     with Workspace(settings) as ws:
         ws.require_user(user)
+        conversation_id = _conversation(ws, user, conversation_id, continue_last)
         model = ws.model  # fails here, before any output, if the bundle is missing
         _ = ws.embedder  # loaded now, so the timings are the query's own
         if ws.ensure_user_memory(user):
             err_console.print(f"built the memory of user {user} first", style="dim")
         events = []
-        recorder = ws.conversations.ask(None, user, query)
+        context = ws.conversations.context(conversation_id) if conversation_id else []
+        recorder = ws.conversations.ask(conversation_id, user, query)
+        assistant = Assistant(ws, model)
         try:
-            for event in Assistant(ws, model).ask(user, query, k=k, include_seen=include_seen):
+            for event in assistant.ask(
+                user, query, k=k, include_seen=include_seen, context=context
+            ):
                 events.append(event)
                 recorder.answer.apply(event)
                 recorder.save()
@@ -108,6 +137,36 @@ def ask_command(
         err_console.print(
             f"saved as conversation {recorder.conversation_id} (mrrec-tui: ctrl+o)", style="dim"
         )
+
+
+def _conversation(
+    ws: Workspace, user: str, conversation_id: int | None, continue_last: bool
+) -> int | None:
+    """The conversation a follow-up continues: USER's latest with --continue, the one named by
+    --conversation (it must be USER's), or None for a new one."""
+    if continue_last:
+        latest = ws.conversations.latest(user)
+        if latest is None:
+            raise click.UsageError(f"--continue: user {user!r} has no conversation yet")
+        return latest
+    if conversation_id is not None and not ws.conversations.belongs_to(conversation_id, user):
+        raise click.UsageError(
+            f"--conversation {conversation_id}: no such conversation of user {user!r}"
+        )
+    return conversation_id
+
+
+def _describe_plan(plan: dict[str, Any]) -> str:
+    """How a follow-up was read, in one line ("" for a first request)."""
+    if plan.get("follow_up", "new") == "new":
+        return ""
+    parts = [f"{plan['follow_up']}: {plan['request']}"]
+    ruled_out = [*plan["avoided"], *plan["avoid_phrases"]]
+    if ruled_out:
+        parts.append("not " + ", ".join(ruled_out))
+    if plan["exclude"]:
+        parts.append(f"{len(plan['exclude'])} shown before left out")
+    return "; ".join(parts)
 
 
 def _show(event: Any) -> None:
@@ -139,6 +198,8 @@ def _show(event: Any) -> None:
                 year = str(rec.item.year or "")
                 table.add_row(str(rank), rec.item.ext_id, rec.item.title, year, rec.why)
             out_console.print(table)
-        case Done(timings=timings):
+        case Done(timings=timings, plan=plan):
+            if read := _describe_plan(plan):
+                err_console.print(f"read as {read}", style="dim", markup=False, highlight=False)
             parts = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())
             err_console.print(parts, style="dim", markup=False, highlight=False)

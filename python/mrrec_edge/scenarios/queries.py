@@ -291,3 +291,58 @@ def fits(facet: Facet | Mapping[str, str], item: CatalogItem) -> bool:
     if kind == "genre":
         return value in item.genres
     return value in {canonical_keyword(k) for k in item.keywords}
+
+
+#: A second turn that changes the subject to the final facet, and one that rules a genre out.
+REPLACE_TEMPLATES: tuple[str, ...] = (
+    "Actually, {facet} instead.",
+    "Hmm, something else: {facet} instead.",
+    "Let's do {facet} instead.",
+)
+NEGATIVE_TEMPLATES: tuple[str, ...] = (
+    "But not {facet}.",
+    "Not {facet}, please.",
+    "Something that isn't {facet}.",
+)
+FOLLOW_UP_KINDS = ("replace", "negative")
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A two-turn conversation whose final request ``item`` fits: a first request, then a
+    follow-up that replaces its subject with ``final`` ("replace") or keeps the request and
+    rules a genre out ("negative"). ``ruled_out`` is the genre the conversation rules out (the
+    first subject, or the one named), which ``item`` lacks."""
+
+    kind: str
+    first: str
+    second: str
+    final: Facet
+    ruled_out: Facet
+
+
+def make_follow_up(
+    rng: random.Random, item: CatalogItem, query: Query, facets: FacetCatalog, kind: str
+) -> FollowUp | None:
+    """A ``kind`` follow-up conversation around ``query`` (``item``'s scenario query): the
+    ruled-out genre is drawn among the genres ``item`` lacks, weighted by how many catalog
+    items have it (a constraint that rules out many items is the one worth testing). ``None``
+    when ``item`` has every genre or every candidate shares a word with its title."""
+    if kind not in FOLLOW_UP_KINDS:
+        raise ValueError(f"unknown follow-up kind {kind!r} (one of {', '.join(FOLLOW_UP_KINDS)})")
+    title = content_words(item.title)
+    others = [
+        f
+        for f in sorted(facets.fitting, key=lambda f: f.value)
+        if f.kind == "genre" and f.value not in item.genres and not content_words(f.value) & title
+    ]
+    if not others:
+        return None
+    other = rng.choices(others, weights=[facets.fitting[f] for f in others])[0]
+    if kind == "replace":
+        first = TEMPLATES[query.template].format(facet=other.phrase(), use_case=query.use_case)
+        second = rng.choice(REPLACE_TEMPLATES).format(facet=query.facet.phrase())
+    else:
+        first = query.text
+        second = rng.choice(NEGATIVE_TEMPLATES).format(facet=other.phrase())
+    return FollowUp(kind, first, second, query.facet, other)

@@ -19,6 +19,7 @@
 mod parse;
 mod prompt;
 pub mod protocol;
+pub mod request;
 
 use serde::Serialize;
 

@@ -46,6 +46,7 @@ pub(crate) struct CatalogMatrix {
     vectors: Vec<f32>,
     dims: usize,
     categories: Vec<Vec<i64>>,
+    years: Vec<Option<i32>>,
     titles_by_year: HashMap<i32, Vec<(String, i64)>>,
 }
 
@@ -77,14 +78,43 @@ pub struct GroundRequest {
     pub categories: Vec<String>,
     /// The similarity behind both CF signals; `None`: EASE where built, else item-kNN.
     pub similarity: Option<Similarity>,
+    /// What the conversation rules out or tones down ("nothing too gory"), embedded: items close
+    /// to it are penalised ([`AVOID_PENALTY`]).
+    pub avoid: Option<Vec<f32>>,
+    /// Categories ruled out ("not a drama"): items with any of them are never candidates.
+    pub avoid_categories: Vec<String>,
+    /// Categories asked for, where the request embedding alone drifts from them: items with
+    /// any get [`PREFER_BONUS`].
+    pub prefer_categories: Vec<String>,
+    /// More seeds of `seed_cf` (items the user pointed at or liked in the conversation), and
+    /// items it counts against (disliked or ruled out there).
+    pub seeds: Vec<i64>,
+    pub negative_seeds: Vec<i64>,
+    /// Release years the request allows ("older ones", "from the 80s"), inclusive.
+    pub min_year: Option<i32>,
+    pub max_year: Option<i32>,
 }
+
+/// How far an item's closeness to what the user ruled out pulls it down: its z-score over the
+/// candidates (above average only), times this, against fused scores whose signals weigh
+/// 0.1 to 0.75 each. Strong enough that the closest items drop out of the top ten, since the user
+/// said so, while a phrase that matches nothing in particular changes little.
+pub const AVOID_PENALTY: f32 = 1.5;
+
+/// The bonus, in z-score units, of an item in a preferred category: about what the request
+/// signal spreads over the catalog, so the category leads without erasing the other signals.
+pub const PREFER_BONUS: f32 = 1.0;
 
 /// One grounded item and what put it there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroundedItem {
     pub hit: ItemHit,
-    /// Each signal's weighted z-score, in [`SIGNALS`] order (they sum to `hit.score`).
+    /// Each signal's weighted z-score, in [`SIGNALS`] order (with `adjustment`, they sum to
+    /// `hit.score`).
     pub contributions: [f32; SIGNALS.len()],
+    /// What the conversation added to its score: a bonus for a preferred category, less a
+    /// penalty for closeness to what the user ruled out.
+    pub adjustment: f32,
     /// Up to two items of the user's history or the seeds that most support it, best first.
     pub because: Vec<i64>,
 }
@@ -129,6 +159,7 @@ fn load_catalog(conn: &Connection, generation: i64, dims: usize) -> Result<Catal
         vectors: Vec::new(),
         dims,
         categories: Vec::new(),
+        years: Vec::new(),
         titles_by_year: HashMap::new(),
     };
     while let Some(row) = rows.next()? {
@@ -143,9 +174,11 @@ fn load_catalog(conn: &Connection, generation: i64, dims: usize) -> Result<Catal
         }
         m.items.push(id);
         m.categories.push(EntryMeta::from_scope(row.get_ref(2)?.as_str()?).categories);
-        if let Some(year) = row.get::<_, Option<i32>>(4)? {
+        let year = row.get::<_, Option<i32>>(4)?;
+        if let Some(year) = year {
             m.titles_by_year.entry(year).or_default().push((row.get(3)?, id));
         }
+        m.years.push(year);
     }
     Ok(m)
 }
@@ -277,9 +310,17 @@ impl MemoryStore {
             banned.extend(history.iter().map(|(i, _)| *i));
         }
         let category_ids = Self::category_ids(&self.reader(), &req.categories)?;
+        let avoided_ids = Self::category_ids(&self.reader(), &req.avoid_categories)?;
+        let preferred_ids = Self::category_ids(&self.reader(), &req.prefer_categories)?;
+        let in_years = |c: usize| match catalog.years[c] {
+            Some(y) => req.min_year.is_none_or(|m| y >= m) && req.max_year.is_none_or(|m| y <= m),
+            None => req.min_year.is_none() && req.max_year.is_none(),
+        };
         let wanted = |c: usize| {
             !banned.contains(&catalog.items[c])
                 && (req.categories.is_empty() || catalog.categories[c].iter().any(|x| category_ids.contains(x)))
+                && !catalog.categories[c].iter().any(|x| avoided_ids.contains(x))
+                && in_years(c)
         };
         let candidates: Vec<usize> = (0..catalog.items.len()).filter(|c| wanted(*c)).collect();
 
@@ -287,8 +328,8 @@ impl MemoryStore {
         if let Some(text) = &req.profile_text {
             seeds.extend(named_items(text, |y| catalog.titles_by_year.get(&y).map_or(&[], Vec::as_slice)));
         }
-        for item in self.cited_items(&req.cited_memory)? {
-            if !seeds.contains(&item) {
+        for item in self.cited_items(&req.cited_memory)?.into_iter().chain(req.seeds.iter().copied()) {
+            if !seeds.contains(&item) && !req.negative_seeds.contains(&item) {
                 seeds.push(item);
             }
         }
@@ -312,14 +353,30 @@ impl MemoryStore {
         let on_candidates = |scores: Vec<f32>| -> Vec<f32> {
             candidates.iter().map(|c| model.position_of(catalog.items[*c]).map_or(0.0, |p| scores[p])).collect()
         };
-        let seed_history: History = seeds.iter().map(|i| (*i, 1.0)).collect();
+        let seed_history: History =
+            seeds.iter().map(|i| (*i, 1.0)).chain(req.negative_seeds.iter().map(|i| (*i, -1.0))).collect();
         let mut values: [Vec<f32>; SIGNALS.len()] = Default::default();
         values[PROFILE] = cosine(&req.profile)?;
         values[REQUEST] = cosine(&req.request)?;
         values[USER_CF] = on_candidates(model.scores(&history, similarity));
         values[SEED_CF] = on_candidates(model.scores(&seed_history, similarity));
         values[POPULARITY] = candidates.iter().map(|c| model.popularity(catalog.items[*c]).ln_1p()).collect();
-        let mut signals = Signals { items: candidates.iter().map(|c| catalog.items[*c]).collect(), values };
+        let mut adjustment = Vec::new();
+        if req.avoid.is_some() || !preferred_ids.is_empty() {
+            let closeness = match &req.avoid {
+                Some(_) => Signals::zscores(cosine(&req.avoid)?),
+                None => vec![0.0; candidates.len()],
+            };
+            adjustment = candidates
+                .iter()
+                .zip(closeness)
+                .map(|(c, z)| {
+                    let preferred = catalog.categories[*c].iter().any(|x| preferred_ids.contains(x));
+                    (if preferred { PREFER_BONUS } else { 0.0 }) - AVOID_PENALTY * z.max(0.0)
+                })
+                .collect();
+        }
+        let mut signals = Signals { items: candidates.iter().map(|c| catalog.items[*c]).collect(), values, adjustment };
         signals.normalize();
         Ok((signals, history, seeds))
     }
@@ -354,6 +411,7 @@ impl MemoryStore {
                 because.truncate(2);
                 GroundedItem {
                     contributions: signals.contributions(weights, *c),
+                    adjustment: signals.adjustment.get(*c).copied().unwrap_or(0.0),
                     because: because.into_iter().map(|(i, _)| i).collect(),
                     hit,
                 }

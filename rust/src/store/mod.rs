@@ -30,6 +30,7 @@ pub use collab::{CollabReport, GroundRequest, GroundedItem, COLLAB_FILE};
 pub use conversations::{Conversation, Message};
 pub use embeddings::EmbeddingTarget;
 pub use history::{Draft, FeedbackOutcome, HistoryRecord};
+pub use import_writer::{behavior_text, item_text};
 pub use indexes::IndexReport;
 pub(crate) use indexes::Indexes;
 
@@ -334,6 +335,14 @@ impl MemoryStore {
     pub fn users(&self) -> Result<Vec<String>> {
         let conn = self.reader();
         let mut stmt = conn.prepare("SELECT ext_id FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
+    /// The catalog's category names, in the order they were first seen.
+    pub fn category_names(&self) -> Result<Vec<String>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT name FROM categories ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
     }
