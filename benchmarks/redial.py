@@ -52,6 +52,7 @@ import inspect
 import json
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,7 +68,7 @@ from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Reco
 from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.errors import NotFoundError
-from mrrec_edge.evaluation.metrics import bootstrap_indices, per_query_metrics
+from mrrec_edge.evaluation.metrics import bootstrap_indices, group_means, per_query_metrics
 from mrrec_edge.files import sha256_file
 from mrrec_edge.grounding import MODEL_FREE, REQUEST_ONLY
 from mrrec_edge.scenarios import build_scenarios, load_manifest, prepare_workspace
@@ -296,9 +297,24 @@ def dialogue_ci(
     return float(lo), float(hi)
 
 
+#: The two kinds of target: a movie the workspace's MovieLens 100K users rated (what the
+#: collaborative signals and popularity can know), or one they never saw (most: 1998 and later).
+KNOWN, NEW = "rated in MovieLens 100K", "not in MovieLens 100K"
+
+
 def summarize(
-    results: Sequence[Mapping[str, Any]], rows: Sequence[str], *, bootstrap: int, seed: int
+    results: Sequence[Mapping[str, Any]],
+    rows: Sequence[str],
+    *,
+    bootstrap: int,
+    seed: int,
+    known: Iterable[int] = (),
 ) -> dict[str, Any]:
+    """Every row's metrics over the (turn, target) samples, with dialogue-bootstrap intervals,
+    the paired differences to the assistant, and Recall by kind of target (``known``: the
+    items with interactions in the workspace)."""
+    known = set(known)
+    kinds = [[KNOWN if t in known else NEW] for r in results for t in r["targets"]]
     dialogues = list(dict.fromkeys(r["dialogue"] for r in results))
     index = {d: i for i, d in enumerate(dialogues)}
     groups = np.array([index[r["dialogue"]] for r in results for _ in r["targets"]], dtype=np.int64)
@@ -318,6 +334,10 @@ def summarize(
             "ci95": {m: [r6(x) for x in dialogue_ci(v[m], groups, indices) or ()] for m in names},
             "seconds_per_turn": r6(float(np.mean(seconds))),
             "p50_seconds": r6(float(np.median(seconds))),
+            "by_target": {
+                g: {m: r6(x) if m != "queries" else int(x) for m, x in means.items()}
+                for g, means in group_means(v, kinds).items()
+            },
         }
     differences = {}
     if "assistant" in rows:
@@ -337,7 +357,12 @@ def summarize(
                 }
                 for m in names
             }
-    return {"rows": out, "differences": differences, "samples": len(groups)}
+    return {
+        "rows": out,
+        "differences": differences,
+        "samples": len(groups),
+        "targets_rated_in_ml100k": r6(float(np.mean([k == [KNOWN] for k in kinds]))),
+    }
 
 
 def table(summary: Mapping[str, Any], rows: Sequence[str]) -> str:
@@ -357,6 +382,14 @@ def table(summary: Mapping[str, Any], rows: Sequence[str]) -> str:
             for n in names
         ]
         lines.append(f"| {name} (paired) | " + " | ".join(cells) + " | |")
+    lines += ["", f"| row | Recall@10, target {KNOWN} | Recall@10, target {NEW} |", "|---|---|---|"]
+    for row in rows:
+        by = summary["rows"][row]["by_target"]
+        cells = [
+            f"{by[g]['recall@10']:.3f} (n={by[g]['queries']})" if g in by else "-"
+            for g in (KNOWN, NEW)
+        ]
+        lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -391,6 +424,12 @@ def prepare_base(home: Path, bundle: Path) -> dict[str, Any]:
         "collab_rebuilt": collab,
         "prepared": {"stats": marker["stats"], "timings": marker["timings"]},
     }
+
+
+def rated_items(base: Path) -> set[int]:
+    """The items some user of ``base`` (MovieLens 100K's) interacted with."""
+    with Workspace.open(base) as ws:
+        return {i for u in ws.users() for i in ws.store.consumed_item_ids(u)}
 
 
 class RunHome:
@@ -446,6 +485,25 @@ class RunHome:
 # -- the run -------------------------------------------------------------------------------------
 
 
+def code_version() -> dict[str, Any]:
+    """What the answers were computed with: the checkout's commit, how many files of the package
+    and the core differed from it, and the digests of the assistant loop, the workspace and the
+    built core."""
+    from mrrec_edge import _core, assistant, workspace
+
+    def git(*a: str) -> str:
+        done = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "changed_files": len(git("status", "--porcelain", "--", "python", "rust").splitlines()),
+        "assistant_py": sha256_file(Path(assistant.__file__))[:16],
+        "workspace_py": sha256_file(Path(workspace.__file__))[:16],
+        "core": sha256_file(Path(_core.__file__))[:16],
+    }
+
+
 def _key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -469,7 +527,17 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        metavar="FILE",
+        help="only recompute the numbers of a finished run's --out file (no model, no answers)",
+    )
     args = parser.parse_args()
+    if args.summarize:
+        saved = json.loads(args.summarize.read_text(encoding="utf-8"))
+        report, results = saved["summary"], saved["turns"]
+        return finish(report, results, args)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     if not rows or set(rows) - set(ROWS):
         parser.error(f"--rows: choose from {', '.join(ROWS)}")
@@ -517,9 +585,11 @@ def main() -> int:
     )
     context_api = PriorTurn is not None and "context" in inspect.signature(Assistant.ask).parameters
     embedder_key = sha256_file(bundle / "embedder" / "embedder.json")
+    code = code_version()
     key = _key(
         {
             "protocol": PROTOCOL,
+            "code": [code["assistant_py"], code["workspace_py"], code["core"]],
             "model": sha256_file(bundle / MANIFEST),
             "embedder": embedder_key,
             "config": dataclasses.asdict(config),
@@ -603,7 +673,6 @@ def main() -> int:
         print("no turn to evaluate", file=sys.stderr)
         return 1
 
-    summary = summarize(results, rows, bootstrap=args.bootstrap, seed=args.seed)
     assistant_stats = {}
     if "assistant" in rows:
         a = [r["assistant"] for r in results]
@@ -621,7 +690,6 @@ def main() -> int:
         # --max-minutes: the table covers the first dialogues only (those with turns to score).
         "stopped_after_dialogues": stopped_at,
         "turns": len(results),
-        **summary,
         "anchors_recall@10": ANCHORS,
         "matching": matching,
         "context": "PriorTurn (Assistant.ask context=)" if context_api else "joined into the query",
@@ -629,6 +697,7 @@ def main() -> int:
         "assistant_config": dataclasses.asdict(config),
         "hybrid_weights": hybrid,
         "bundle": str(bundle),
+        "code": code,
         "home": str(home),
         "catalog_items": setup["base"]["prepared"]["stats"]["items"],
         "setup": setup,
@@ -639,6 +708,15 @@ def main() -> int:
         "seed": args.seed,
         "bootstrap": args.bootstrap,
     }
+    return finish(report, results, args)
+
+
+def finish(report: dict[str, Any], results: list[dict[str, Any]], args: argparse.Namespace) -> int:
+    """Adds the numbers to ``report``, prints the table and writes ``--out``."""
+    rows = report["rows"] if isinstance(report["rows"], list) else list(report["rows"])
+    known = rated_items(Path(report["home"]) / "base")
+    summary = summarize(results, rows, bootstrap=args.bootstrap, seed=args.seed, known=known)
+    report = {**report, "rows": rows, **summary, "bootstrap": args.bootstrap, "seed": args.seed}
     print(table(summary, rows))
     brief = {k: v for k, v in report.items() if k not in ("rows", "differences")}
     print(json.dumps(brief, indent=2))
