@@ -1,7 +1,7 @@
 """The must-show flow with the real bundle and MovieLens 100K user 1, in one app session (the
 model is slow on a shared CPU): ask, watch the answer stream into ten cards, like the first with
 its key (the answer focused it), find the like in the memory inspector, resume the saved
-conversation, and cancel an answer with Esc."""
+conversation, ask a follow-up in it, and cancel an answer with Esc."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mrrec_edge.tui.widgets.transcript import AssistantMessage
 from tests.tui.conftest import SIZE, make_app, wait_for
 
 QUERY = "funny movie"
+FOLLOW_UP = "something older"
 
 
 @dataclass
@@ -43,6 +44,10 @@ class Session:
     messages: list[dict[str, Any]] = field(default_factory=list)
     resumed_cards: int = 0
     resumed_feedback: dict[str, str] = field(default_factory=dict)
+    follow_up_status: str = ""
+    follow_up_items: list[str] = field(default_factory=list)
+    conversations_after: list[dict[str, Any]] = field(default_factory=list)
+    messages_after: list[dict[str, Any]] = field(default_factory=list)
     cancelled_status: str = ""
     cancelled_saved: str = ""
     errors: list[str] = field(default_factory=list)
@@ -127,12 +132,28 @@ async def _run(home: Path) -> Session:
         resumed = chat.query_one(AssistantMessage)
         seen.resumed_cards = len(resumed.cards)
         seen.resumed_feedback = {c.item: c.feedback for c in resumed.cards if c.feedback}
-        # -- Esc cancels the next answer before its next token
+        # -- a follow-up continues the resumed conversation, in its context
         prompt = chat.query_one("#prompt", Input)
-        prompt.focus()
-        await pilot.press(*"tense", "enter")
+        assert app.focused is prompt
+        await pilot.press(*FOLLOW_UP, "enter")
         await wait_for(pilot, lambda: len(chat.query(AssistantMessage)) == 2)
-        second = list(chat.query(AssistantMessage))[1]
+        follow = list(chat.query(AssistantMessage))[1]
+        await wait_for(
+            pilot,
+            lambda: follow.answer.status != "streaming" and app.state == "ready",
+            timeout=300,
+            what="the follow-up",
+        )
+        seen.follow_up_status = follow.answer.status
+        seen.follow_up_items = [r["item"] for r in follow.answer.recommendations]
+        seen.conversations_after = store.list_conversations("1")
+        seen.messages_after = store.conversation_messages(seen.conversations[0]["id"])
+        # -- Esc cancels the next answer before its next token ("/" from the focused card)
+        await pilot.press("slash")
+        assert app.focused is prompt
+        await pilot.press(*"tense", "enter")
+        await wait_for(pilot, lambda: len(chat.query(AssistantMessage)) == 3)
+        second = list(chat.query(AssistantMessage))[2]
         await wait_for(pilot, lambda: second.answer.tokens >= 2, timeout=120, what="tokens")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not chat.generating, timeout=30, what="the cancel")
@@ -191,6 +212,21 @@ def test_the_conversation_was_saved_while_streaming_and_resumes(session: Session
     # Resumed: the same ten cards, the like still acknowledged.
     assert session.resumed_cards == 10
     assert session.resumed_feedback == {session.liked["item"]: "like"}
+
+
+def test_a_resumed_conversation_continues_with_its_context(session: Session) -> None:
+    # Saved into the same conversation, not a new one.
+    assert [c["id"] for c in session.conversations_after] == [
+        c["id"] for c in session.conversations
+    ]
+    messages = session.messages_after[:4]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2]["content"] == FOLLOW_UP
+    assert json.loads(messages[3]["payload"])["query"] == FOLLOW_UP
+    # Answered in that context: nothing the earlier answer showed is shown again.
+    assert session.follow_up_status == "done" and len(session.follow_up_items) == 10
+    shown = {r["item"] for r in json.loads(session.messages[1]["payload"])["recommendations"]}
+    assert shown.isdisjoint(session.follow_up_items)
 
 
 def test_escape_cancels_a_generation(session: Session) -> None:

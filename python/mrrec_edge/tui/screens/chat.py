@@ -300,6 +300,10 @@ class ChatScreen(Screen[None]):
             model = self.mrrec.load_model()
             if ws.ensure_user_memory(user):
                 self.app.call_from_thread(self.notify, f"Built the memory of user {user} first.")
+            # A follow-up (a resumed conversation, or this chat's earlier answers) is read in its
+            # conversation: the earlier requests, what was shown and the reactions to it. Read
+            # before this question is recorded, which would otherwise count as its own context.
+            context = [] if conversation_id is None else ws.conversations.context(conversation_id)
             recorder = ws.conversations.ask(conversation_id, user, query, answer)
             if conversation_id is None and self._epoch == epoch:
                 # Still the same chat: the next question continues this conversation.
@@ -307,7 +311,8 @@ class ChatScreen(Screen[None]):
             view.message_id = recorder.message_id
             status = "done"
             try:
-                for event in Assistant(ws, model).ask(user, query, k=K, cancel=cancel):
+                events = Assistant(ws, model).ask(user, query, k=K, cancel=cancel, context=context)
+                for event in events:
                     if cancel.is_set():
                         status = "cancelled"
                         break
