@@ -17,8 +17,7 @@ consecutive recommender messages is one turn, as a run of seeker messages is):
 Rows, all over the same turns and with the same exclusions (every movie mentioned before the
 turn, matched or not, and what grounding leaves out as the user's history):
 
-- ``assistant``: ``Assistant.ask`` on the last seeker turn with the earlier ones as ``context``
-  (before the assistant took ``context``: the seeker's turns joined into the query);
+- ``assistant``: ``Assistant.ask`` on the last seeker turn with the earlier ones as ``context``;
 - ``dense``: the seeker's turns so far joined, embedded and ranked by the request signal alone
   (``grounding.REQUEST_ONLY``);
 - ``hybrid``: the same text with the user's CF and popularity, at the model-free weights of the
@@ -48,7 +47,6 @@ import argparse
 import csv
 import dataclasses
 import hashlib
-import inspect
 import json
 import re
 import shutil
@@ -64,7 +62,14 @@ from typing import Any
 import numpy as np
 import platformdirs
 
-from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Recommendations
+from mrrec_edge.assistant import (
+    Assistant,
+    AssistantConfig,
+    Done,
+    PriorTurn,
+    Profile,
+    Recommendations,
+)
 from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.errors import NotFoundError
@@ -74,11 +79,6 @@ from mrrec_edge.grounding import MODEL_FREE, REQUEST_ONLY
 from mrrec_edge.scenarios import build_scenarios, load_manifest, prepare_workspace
 from mrrec_edge.scenarios.prepare import MARKER
 from mrrec_edge.workspace import Workspace
-
-try:  # the conversation API (issue 19): until the assistant takes it, the turns are joined
-    from mrrec_edge.assistant import PriorTurn
-except ImportError:  # pragma: no cover
-    PriorTurn = None  # type: ignore[assignment,misc]
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -583,7 +583,6 @@ def main() -> int:
     config = dataclasses.replace(
         AssistantConfig.from_settings(settings_base), temperature=0.0, seed=args.seed
     )
-    context_api = PriorTurn is not None and "context" in inspect.signature(Assistant.ask).parameters
     embedder_key = sha256_file(bundle / "embedder" / "embedder.json")
     code = code_version()
     key = _key(
@@ -593,7 +592,7 @@ def main() -> int:
             "model": sha256_file(bundle / MANIFEST),
             "embedder": embedder_key,
             "config": dataclasses.asdict(config),
-            "context_api": context_api,
+            "context_api": True,  # every run since the assistant took context (PriorTurn)
             "rows": rows,
             "base": setup["base"]["prepared"]["stats"],
         }
@@ -653,7 +652,7 @@ def main() -> int:
                         ws.feedback(user, matched[m], "like")
                         given.add(m)
                 like_s = time.perf_counter() - t
-                turns.append(evaluate(c, ws, assistant, rows, ids, user, hybrid, context_api))
+                turns.append(evaluate(c, ws, assistant, rows, ids, user, hybrid))
                 turns[-1]["like_seconds"] = round(like_s, 4)
             results.extend(turns)
             if resume_file is not None:
@@ -692,7 +691,7 @@ def main() -> int:
         "turns": len(results),
         "anchors_recall@10": ANCHORS,
         "matching": matching,
-        "context": "PriorTurn (Assistant.ask context=)" if context_api else "joined into the query",
+        "context": "PriorTurn (Assistant.ask context=)",
         "assistant": assistant_stats,
         "assistant_config": dataclasses.asdict(config),
         "hybrid_weights": hybrid,
@@ -741,7 +740,6 @@ def evaluate(
     ids: Mapping[str, int],
     user: str,
     hybrid: Mapping[str, float],
-    context_api: bool,
 ) -> dict[str, Any]:
     """Every row's top :data:`DEPTH` for one turn, without the movies mentioned before it."""
     excluded = {ids[m] for m in c.mentioned if m in ids}
@@ -768,19 +766,16 @@ def evaluate(
             items = ws.ground(k=k, user=user, request=c.conversation, weights=weights)
             keep(row, (g.item.item_id for g in items), time.perf_counter() - t)
             continue
-        if context_api:
-            context = [
-                PriorTurn(
-                    query=text,
-                    shown=tuple(ids[m] for m in shown if m in ids),
-                    liked=tuple(ids[m] for m in shown if m in ids and m in c.liked),
-                    disliked=tuple(ids[m] for m in shown if m in ids and m in c.disliked),
-                )
-                for text, shown in c.earlier
-            ]
-            answer = assistant.ask(user, c.query, k=k, context=context)
-        else:
-            answer = assistant.ask(user, c.conversation, k=k)
+        context = [
+            PriorTurn(
+                query=text,
+                shown=tuple(ids[m] for m in shown if m in ids),
+                liked=tuple(ids[m] for m in shown if m in ids and m in c.liked),
+                disliked=tuple(ids[m] for m in shown if m in ids and m in c.disliked),
+            )
+            for text, shown in c.earlier
+        ]
+        answer = assistant.ask(user, c.query, k=k, context=context)
         try:
             got = list(answer)
             error = None
