@@ -74,7 +74,7 @@ from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.config import load_settings
 from mrrec_edge.errors import NotFoundError
 from mrrec_edge.evaluation.metrics import bootstrap_indices, group_means, per_query_metrics
-from mrrec_edge.files import sha256_file
+from mrrec_edge.files import sha256_file, user_path
 from mrrec_edge.grounding import MODEL_FREE, REQUEST_ONLY
 from mrrec_edge.scenarios import build_scenarios, load_manifest, prepare_workspace
 from mrrec_edge.scenarios.prepare import MARKER
@@ -510,14 +510,16 @@ def _key(parts: Mapping[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=default_home())
-    parser.add_argument("--bundle", type=Path, help="default: the current home's bundle")
+    parser.add_argument("--home", type=user_path, default=default_home())
+    parser.add_argument("--bundle", type=user_path, help="default: the current home's bundle")
     parser.add_argument("--dialogues", choices=("train", "valid", "both"), default="both")
     parser.add_argument("--limit", type=int, help="the first N dialogues (file order)")
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--out", type=Path, help="write the summary and every turn here (JSON)")
     parser.add_argument(
-        "--resume", type=Path, help="keep each finished dialogue here; a rerun skips it"
+        "--out", type=user_path, help="write the summary and every turn here (JSON)"
+    )
+    parser.add_argument(
+        "--resume", type=user_path, help="keep each finished dialogue here; a rerun skips it"
     )
     parser.add_argument(
         "--max-minutes",
@@ -529,7 +531,7 @@ def main() -> int:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
         "--summarize",
-        type=Path,
+        type=user_path,
         metavar="FILE",
         help="only recompute the numbers of a finished run's --out file (no model, no answers)",
     )
@@ -541,11 +543,11 @@ def main() -> int:
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     if not rows or set(rows) - set(ROWS):
         parser.error(f"--rows: choose from {', '.join(ROWS)}")
-    home = args.home.expanduser().resolve()
-    if home == ROOT or ROOT in home.parents:
+    home = args.home
+    if home.resolve() == ROOT or ROOT in home.resolve().parents:
         parser.error(f"--home {home}: not inside the repository")
 
-    bundle = (args.bundle or load_settings().bundle_path).resolve()
+    bundle = args.bundle or load_settings().bundle_path
     Bundle.load(bundle)  # a missing or broken bundle fails before any work
     setup: dict[str, Any] = {}
 
