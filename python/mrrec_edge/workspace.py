@@ -399,9 +399,9 @@ class Workspace:
         like every baseline, and turns it off.) ``plan``: see :meth:`ground_request`.
         """
         weights = dict(weights if weights is not None else self.grounding_weights.weights)
-        if plan is not None and (plan["anchors"] or plan["liked"]):
-            # "More like #3", or a like in this conversation, is the user's most direct word on
-            # what they want: the seeds count at least as much as the request.
+        if plan is not None and (plan["anchors"] or plan["liked"] or plan["disliked"]):
+            # "More like #3", or a like or dislike in this conversation, is the user's most
+            # direct word on what they want: the seeds count at least as much as the request.
             weights["seed_cf"] = max(weights.get("seed_cf", 0.0), weights.get("request", 0.0))
         query = self.ground_request(
             user=user,

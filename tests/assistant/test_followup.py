@@ -117,3 +117,17 @@ def test_the_context_of_a_saved_conversation(ws: Workspace) -> None:
     ]
     assert conversations.belongs_to(recorder.conversation_id, "1")
     assert not conversations.belongs_to(recorder.conversation_id, "2")
+
+
+def test_a_disliked_card_pulls_similar_items_down(ws: Workspace) -> None:
+    """Liking a card brings its neighbours in; disliking it keeps them out."""
+    first = ws.ground(user="1", request="a comedy", k=10)
+    shown = [(g.item.item_id, g.item.year) for g in first]
+    liked, disliked = (
+        plan_request("something else", ws.category_names(), [("a comedy", shown, *feedback)])
+        for feedback in (([shown[0][0]], []), ([], [shown[0][0]]))
+    )
+    assert liked["liked"] == disliked["disliked"] == [shown[0][0]]
+    near = {g.item.item_id for g in ws.ground(user="1", request="a comedy", k=10, plan=liked)}
+    far = {g.item.item_id for g in ws.ground(user="1", request="a comedy", k=10, plan=disliked)}
+    assert len(near & far) <= 3, (near, far)
