@@ -127,6 +127,8 @@ struct Reading {
     refs: Vec<usize>,
     negated_refs: Vec<usize>,
     instead: bool,
+    /// "… again": the user asks to see shown items again.
+    again: bool,
     older: bool,
     newer: bool,
     min_year: Option<i32>,
@@ -253,6 +255,7 @@ fn read(text: &str, categories: &[String]) -> Reading {
             }
             let w = words[i].as_str();
             match w {
+                "again" => r.again = negated[i].is_none(),
                 "older" | "earlier" => r.older = negated[i].is_none(),
                 "newer" | "recent" | "modern" | "latest" => r.newer = negated[i].is_none(),
                 "before" | "after" | "since" => {
@@ -390,6 +393,8 @@ fn extend(
             max_year: r.max_year,
         };
     };
+    // Shown items are not shown again, unless the user asks to see them again.
+    let shown_before = if r.again { Vec::new() } else { before.exclude.clone() };
     let new_subject = r.wanted.iter().any(|w| !before.wanted.contains(w));
     let replace = r.instead || new_subject || (!r.refine_cue && r.content_words >= 3 && anchors.is_empty());
     let mut plan = if replace {
@@ -406,7 +411,7 @@ fn extend(
             preferred: Vec::new(),
             avoid_phrases: union(&before.avoid_phrases, &r.avoid_phrases),
             anchors,
-            exclude: before.exclude.clone(),
+            exclude: shown_before.clone(),
             liked: before.liked.clone(),
             disliked: union(&before.disliked, &ruled_out),
             min_year: r.min_year,
@@ -424,7 +429,7 @@ fn extend(
             preferred: Vec::new(),
             avoid_phrases: union(&before.avoid_phrases, &r.avoid_phrases),
             anchors: union(&before.anchors, &anchors),
-            exclude: before.exclude.clone(),
+            exclude: shown_before,
             liked: before.liked.clone(),
             disliked: union(&before.disliked, &ruled_out),
             min_year: r.min_year.or(before.min_year),
@@ -533,6 +538,8 @@ mod tests {
         assert_eq!((p.anchors.as_slice(), p.disliked.as_slice()), (&[1][..], &[2][..]));
         let p = plan_request("something else from the 80s", &genres, &earlier);
         assert_eq!((p.min_year, p.max_year, p.exclude.len()), (Some(1980), Some(1989), 3));
+        let p = plan_request("show me the first one again", &genres, &earlier);
+        assert_eq!((p.anchors.as_slice(), p.exclude.len()), (&[1][..], 0), "asked to see it again");
     }
 
     #[test]
