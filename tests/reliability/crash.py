@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
-from mrrec_edge._core import MemoryStore
+from mrrec_edge._core import GroundRequest, MemoryStore
 from mrrec_edge.conversations import Answer
 from mrrec_edge.workspace import parse_feedback
 from tests.helpers import ROOT, run_cli
@@ -47,7 +47,14 @@ from tests.reliability.plans import (
 )
 from tests.reliability.sql import run_sql
 
-SCENARIOS = ("import", "memory-build", "feedback", "conversation", "index-rebuild")
+SCENARIOS = (
+    "import",
+    "memory-build",
+    "feedback",
+    "conversation",
+    "index-rebuild",
+    "collab-rebuild",
+)
 #: Interactions in the file the import scenario imports (long enough to be killed inside).
 IMPORT_ROWS = 40_000
 
@@ -409,12 +416,56 @@ def crash_index_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report:
     return report
 
 
+def collab_problems(home: Path, users: list[str]) -> list[str]:
+    """The collaborative index as reopened after the crash (the saved file, or rebuilt when it
+    is missing, torn or stale) ranks every user's collaborative scores exactly as one rebuilt
+    from SQLite now."""
+    problems: list[str] = []
+    with MemoryStore(home) as store:
+        rankings = []
+        for stage in ("reopened", "rebuilt"):
+            if stage == "reopened":
+                store.open_collab()
+            else:
+                store.rebuild_collab()
+            rankings.append(
+                {
+                    u: [
+                        (g.item.item_id, round(g.item.score, 4))
+                        for g in store.ground_fused(
+                            GroundRequest(user=u), weights={"user_cf": 1.0}, k=20
+                        )
+                    ]
+                    for u in users
+                }
+            )
+    for user in users:
+        if rankings[0][user] != rankings[1][user]:
+            problems.append(f"collaborative scores of {user} differ from a rebuild")
+    return problems
+
+
+def crash_collab_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report:
+    """Kills while the collaborative index is rebuilt and saved: what reopens scores as a fresh
+    rebuild does (a temporary file left behind is never read)."""
+    report = Report("collab-rebuild")
+    span = 3 * _first_ack_after(_fresh(bases.built, bases.work, "collab"), "collab")
+    for k in range(kills):
+        home = _fresh(bases.built, bases.work, "collab")
+        lines = _kill_worker(report, home, "collab", 0, rng.uniform(0, span))
+        report.acknowledged += len(lines)
+        problems = integrity_problems(home) + collab_problems(home, ["u0", "u1", "u2"])
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
 RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {
     "import": crash_import,
     "memory-build": crash_memory_build,
     "feedback": crash_feedback,
     "conversation": crash_conversation,
     "index-rebuild": crash_index_rebuild,
+    "collab-rebuild": crash_collab_rebuild,
 }
 
 

@@ -2,7 +2,7 @@
 prints one ``ack`` line, flushed, after each write returns. A line on stdout is therefore a
 promise that the write is durable; the harness SIGKILLs this process and checks the promises.
 
-    python -m tests.reliability.crash_worker feedback|conversation|index HOME SEED
+    python -m tests.reliability.crash_worker feedback|conversation|index|collab HOME SEED
 """
 
 from __future__ import annotations
@@ -69,6 +69,17 @@ def index(home: Path, seed: int) -> None:
             say(f"ack {n}")
 
 
+def collab(home: Path, seed: int) -> None:
+    """Rebuilds and saves the collaborative index over and over (``mrrec index rebuild``'s
+    other half)."""
+    with Workspace.open(home) as ws:
+        say("ready")
+        for n in range(10_000):
+            ws.store.rebuild_collab()
+            say(f"ack {n}")
+
+
 if __name__ == "__main__":
     kind, home, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    {"feedback": feedback, "conversation": conversation, "index": index}[kind](home, seed)
+    workers = {"feedback": feedback, "conversation": conversation, "index": index, "collab": collab}
+    workers[kind](home, seed)

@@ -11,7 +11,14 @@ import pytest
 from tests.reliability.crash import RUNNERS, Bases
 
 #: Kill points per scenario here; import and memory build each rerun the whole job per kill.
-KILLS = {"import": 2, "memory-build": 2, "feedback": 3, "conversation": 4, "index-rebuild": 3}
+KILLS = {
+    "import": 2,
+    "memory-build": 2,
+    "feedback": 3,
+    "conversation": 4,
+    "index-rebuild": 3,
+    "collab-rebuild": 3,
+}
 
 
 @pytest.mark.parametrize("scenario", list(KILLS))
@@ -19,7 +26,7 @@ def test_sigkill_loses_no_acknowledged_write(bases: Bases, scenario: str) -> Non
     report = RUNNERS[scenario](bases, KILLS[scenario], random.Random(f"crash-{scenario}"))
     assert report.failures == []
     assert report.kills == KILLS[scenario]
-    if scenario == "index-rebuild":
+    if scenario in ("index-rebuild", "collab-rebuild"):
         assert report.mid_run == report.kills  # each kill hit a rebuild or a save
     if scenario in ("feedback", "conversation"):
         # The kills landed among acknowledged writes, not only before the first one.
@@ -47,3 +54,24 @@ def test_harness_notices_an_index_that_does_not_match(bases: Bases, tmp_path: Pa
     assert len(problems) == 1 and "extra" in problems[0]
     # A rebuild from SQLite repairs it: only the loaded stage reports the problem.
     assert index_problems(home, ["u1"], rebuild=True) == problems
+
+
+def test_harness_notices_a_collaborative_index_that_does_not_match(
+    bases: Bases, tmp_path: Path
+) -> None:
+    """The collaborative check is not vacuous: a saved index built from interactions that were
+    since deleted behind the store's back (no generation bump) is noticed."""
+    import shutil
+
+    from tests.reliability.crash import collab_problems
+    from tests.reliability.sql import run_sql
+
+    home = tmp_path / "stale"
+    shutil.copytree(bases.built, home)
+    assert collab_problems(home, ["u1"]) == []  # builds and saves the index
+    run_sql(
+        home,
+        "DROP TRIGGER records_ad",
+        "DELETE FROM records WHERE user_id IN (SELECT id FROM users WHERE ext_id != 'u1')",
+    )
+    assert collab_problems(home, ["u1"]) == ["collaborative scores of u1 differ from a rebuild"]
