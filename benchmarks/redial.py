@@ -38,7 +38,10 @@ never rebuilt with ReDial likes in it (checked: ``collab.bin`` is never rewritte
 
     python benchmarks/redial.py [--limit N] [--dialogues train|valid|both] [--home DIR]
         [--bundle DIR] [--rows assistant,dense,hybrid] [--out FILE.json] [--resume DIR]
-        [--threads 2] [--seed 0]
+        [--max-minutes M] [--threads 2] [--seed 0]
+    python benchmarks/redial.py --summarize FILE.json   # the numbers again from an --out file
+
+Results and the honest reading: docs/RESULTS.md, "ReDial (real dialogues, issue 19)".
 """
 
 from __future__ import annotations
