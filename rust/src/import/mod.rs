@@ -16,7 +16,7 @@ use crate::error::{Error, Location, Result};
 use crate::store::import_writer::ImportWriter;
 use crate::store::MemoryStore;
 
-pub use source::parse_rating;
+pub use source::{parse_rating, MAX_FIELD_BYTES};
 
 /// The formats `mrrec import` understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,37 @@ fn files_for(kind: ImportKind, path: &Path, opts: &ImportOptions) -> Result<Vec<
     Ok(files)
 }
 
+fn check_options(kind: ImportKind, opts: &ImportOptions) -> Result<()> {
+    if opts.keywords.is_some() && kind != ImportKind::MovieLens100k {
+        return Err(Error::InvalidArgument("--keywords applies to movielens-100k imports only".into()));
+    }
+    if matches!(kind, ImportKind::Letterboxd | ImportKind::Goodreads) && opts.user.is_none() {
+        return Err(Error::InvalidArgument(format!("a {} import needs the user it belongs to", kind.name())));
+    }
+    Ok(())
+}
+
+/// Parses the rows of an import of `kind` at `path` into `sink`.
+fn parse_rows(kind: ImportKind, path: &Path, opts: &ImportOptions, sink: &mut dyn Sink) -> Result<()> {
+    match kind {
+        ImportKind::MovieLens100k => movielens::import_100k(path, opts, sink),
+        ImportKind::MovieLensCsv => movielens::import_csv(path, sink),
+        ImportKind::ItemsCsv => generic::import_items(path, false, sink),
+        ImportKind::ItemsJsonl => generic::import_items(path, true, sink),
+        ImportKind::InteractionsCsv => generic::import_interactions(path, false, sink),
+        ImportKind::InteractionsJsonl => generic::import_interactions(path, true, sink),
+        ImportKind::Letterboxd => exports::import_letterboxd(path, opts, sink),
+        ImportKind::Goodreads => exports::import_goodreads(path, opts, sink),
+    }
+}
+
+/// The rows an import of `kind` at `path` would write, handed to `sink` with no store involved:
+/// the parsing half of [`MemoryStore::import`]. The fuzz targets (`rust/fuzz`) drive it.
+pub fn parse(kind: ImportKind, path: &Path, opts: &ImportOptions, sink: &mut dyn Sink) -> Result<()> {
+    check_options(kind, opts)?;
+    parse_rows(kind, path, opts, sink)
+}
+
 impl MemoryStore {
     /// Imports a file (or export folder) in one transaction: all of it, or none of it.
     pub fn import(
@@ -162,25 +193,11 @@ impl MemoryStore {
         opts: &ImportOptions,
         progress: Progress<'_>,
     ) -> Result<ImportReport> {
-        if opts.keywords.is_some() && kind != ImportKind::MovieLens100k {
-            return Err(Error::InvalidArgument("--keywords applies to movielens-100k imports only".into()));
-        }
-        if matches!(kind, ImportKind::Letterboxd | ImportKind::Goodreads) && opts.user.is_none() {
-            return Err(Error::InvalidArgument(format!("a {} import needs the user it belongs to", kind.name())));
-        }
+        check_options(kind, opts)?;
         let files = files_for(kind, path, opts)?;
         let report = self.write("while importing", |tx, changes| {
             let mut writer = ImportWriter::for_import(tx, changes, kind, &files, progress)?;
-            match kind {
-                ImportKind::MovieLens100k => movielens::import_100k(path, opts, &mut writer)?,
-                ImportKind::MovieLensCsv => movielens::import_csv(path, &mut writer)?,
-                ImportKind::ItemsCsv => generic::import_items(path, false, &mut writer)?,
-                ImportKind::ItemsJsonl => generic::import_items(path, true, &mut writer)?,
-                ImportKind::InteractionsCsv => generic::import_interactions(path, false, &mut writer)?,
-                ImportKind::InteractionsJsonl => generic::import_interactions(path, true, &mut writer)?,
-                ImportKind::Letterboxd => exports::import_letterboxd(path, opts, &mut writer)?,
-                ImportKind::Goodreads => exports::import_goodreads(path, opts, &mut writer)?,
-            }
+            parse_rows(kind, path, opts, &mut writer)?;
             writer.finish()
         })?;
         Ok(report)
