@@ -22,7 +22,13 @@ fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
 }
 
 fn clean(s: &str, max_chars: usize) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max_chars).collect()
+    let cut: String = s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max_chars).collect();
+    // A cut that lands just after a space would leave it trailing, and the text would then read
+    // back differently once rendered into a turn again (found by the turn_parser fuzz target).
+    match cut.strip_suffix(' ') {
+        Some(trimmed) => trimmed.to_string(),
+        None => cut,
+    }
 }
 
 pub fn parse_turn(output: &str, config: &OrchestratorConfig) -> Result<Turn, String> {

@@ -262,7 +262,8 @@ fn pathological_turns_end_in_a_fallback() {
     }
     let mut o = Orchestrator::new(OrchestratorConfig::default(), "q", &[]);
     match o.feed(&huge_aspect) {
-        Action::Retrieve { aspects, .. } => assert_eq!(aspects[0].chars().count(), 80),
+        // Cut to 80 characters, the last of them a space, which goes.
+        Action::Retrieve { aspects, .. } => assert_eq!(aspects[0], "word ".repeat(16).trim_end()),
         other => panic!("{other:?}"),
     }
 }
@@ -331,4 +332,19 @@ proptest! {
         prop_assert!(escaped.starts_with(&part_think), "{:?} is no prefix of {:?}", part_think, escaped);
         prop_assert!(whole.starts_with(&protocol::partial_profile(&part_body)));
     }
+}
+
+// Regressions found by the cargo-fuzz targets (rust/fuzz/, docs/RELIABILITY.md), each with the
+// input that crashed its target; the inputs are also kept in rust/fuzz/regressions/.
+
+#[test]
+fn fuzz_a_profile_cut_after_a_space_reads_back_the_same() {
+    let config = OrchestratorConfig { max_profile_chars: 12, ..Default::default() };
+    let turn =
+        "<think>Use m3.</think>\n<answer>{\"ideal_item_profile\": \"A heccomedy like \\\"Heathers\\\" (1989)\", \
+                \"useful_memory_ids\": [\"m5\", 7]}</answer>";
+    let Ok(Turn::Answer { profile, memory_ids }) = parse_turn(turn, &config) else { panic!("not an answer") };
+    assert_eq!(profile, "A heccomedy");
+    let again = protocol::render_answer("again", &profile, &memory_ids);
+    assert_eq!(parse_turn(&again, &config), Ok(Turn::Answer { profile, memory_ids }));
 }
