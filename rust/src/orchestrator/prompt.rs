@@ -27,13 +27,20 @@ pub fn memory_ref(id: i64) -> String {
     format!("m{id}")
 }
 
+/// Data on one line: a line break inside a memory (a review's, a category's) would start what
+/// reads as another entry, `[m7] ...`, citing a memory the model was never shown (found by the
+/// prompt_builder fuzz target).
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\u{2028}', '\u{2029}'], " ")
+}
+
 pub fn memory_line(m: &ShownMemory) -> String {
     let place = if m.categories.is_empty() {
         m.tier.name().to_string()
     } else {
         format!("{}, {}", m.tier.name(), m.categories.join("/"))
     };
-    format!("[{}] ({}) {}", memory_ref(m.id), escape(&place), escape(m.text.trim()))
+    format!("[{}] ({}) {}", memory_ref(m.id), one_line(&escape(&place)), one_line(&escape(m.text.trim())))
 }
 
 pub fn system_prompt(config: &OrchestratorConfig, global: &[ShownMemory]) -> String {
