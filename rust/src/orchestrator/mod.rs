@@ -218,6 +218,12 @@ impl Orchestrator {
                 // Cut by characters in proportion, then re-measure.
                 let keep = line.chars().count() * left / cost.max(1);
                 let cut: String = line.chars().take(keep.saturating_sub(1)).collect();
+                // A cut that loses the entry's `[mID] ` would show nothing the model could cite,
+                // yet count as shown (and citable): the budget is spent, so stop (found by the
+                // prompt_builder fuzz target).
+                if !cut.starts_with(&format!("[{}] ", prompt::memory_ref(hit.id))) {
+                    break;
+                }
                 let cut = format!("{cut}…");
                 cost = token_count(&cut).min(left);
                 cut

@@ -364,3 +364,22 @@ fn fuzz_a_line_break_in_memory_cannot_forge_another_entry() {
     assert_eq!(protocol::tool_responses(response), vec![vec![6729615263892971624]], "{response}");
     assert_eq!(response.lines().count(), 3, "{response}");
 }
+
+#[test]
+fn fuzz_a_memory_cut_to_the_budget_keeps_its_reference_or_is_not_shown() {
+    let config = OrchestratorConfig { memory_token_budget: 2, ..Default::default() };
+    let mut o = Orchestrator::new(config, "q", &[]);
+    o.feed(CALL);
+    o.add_memories(&[memory(-3689348814741910324, "Rated 4/5: Heat (1995) [Crime, Thriller].")], &estimate_tokens);
+    // Two tokens hold "[m-3689…", not the whole reference: nothing is shown, nothing citable.
+    assert!(o.shown().is_empty());
+    assert_eq!(protocol::tool_responses(&o.messages().last().unwrap().content), vec![Vec::<i64>::new()]);
+
+    let config = OrchestratorConfig { memory_token_budget: 8, ..Default::default() };
+    let mut o = Orchestrator::new(config, "q", &[]);
+    o.feed(CALL);
+    o.add_memories(&[memory(12, "Rated 4/5: Heat (1995) [Crime, Thriller]."), memory(13, "more")], &estimate_tokens);
+    let response = &o.messages().last().unwrap().content;
+    assert_eq!(protocol::tool_responses(response), vec![vec![12]], "{response}");
+    assert!(response.contains("\n[m12] (pattern, Comedy) Rated…\n"), "{response}");
+}
