@@ -215,8 +215,10 @@ impl Orchestrator {
             let line = prompt::memory_line(hit);
             let mut cost = token_count(&line);
             let line = if cost > left {
-                // Cut by characters in proportion, then re-measure.
-                let keep = line.chars().count() * left / cost.max(1);
+                // Cut by characters in proportion, then re-measure. In 128 bits: a budget and a
+                // host's token count can each be near usize::MAX (found by the prompt_builder
+                // fuzz target); the quotient is below the line's length, since cost > left.
+                let keep = (line.chars().count() as u128 * left as u128 / cost as u128) as usize;
                 let cut: String = line.chars().take(keep.saturating_sub(1)).collect();
                 // A cut that loses the entry's `[mID] ` would show nothing the model could cite,
                 // yet count as shown (and citable): the budget is spent, so stop (found by the

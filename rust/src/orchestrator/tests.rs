@@ -383,3 +383,15 @@ fn fuzz_a_memory_cut_to_the_budget_keeps_its_reference_or_is_not_shown() {
     assert_eq!(protocol::tool_responses(response), vec![vec![12]], "{response}");
     assert!(response.contains("\n[m12] (pattern, Comedy) Rated…\n"), "{response}");
 }
+
+#[test]
+fn fuzz_a_budget_and_token_count_near_usize_max_do_not_overflow() {
+    let config = OrchestratorConfig { memory_token_budget: usize::MAX / 2, ..Default::default() };
+    let mut o = Orchestrator::new(config, "q", &[]);
+    o.feed(CALL);
+    // A host tokenizer that counts absurdly: every line costs more than the whole budget.
+    o.add_memories(&[memory(12, "Rated 4/5: Heat (1995) [Crime, Thriller].")], &|_: &str| usize::MAX);
+    let response = &o.messages().last().unwrap().content;
+    assert_eq!(protocol::tool_responses(response), vec![vec![12]], "{response}");
+    assert!(o.stats().memory_tokens <= usize::MAX / 2);
+}
