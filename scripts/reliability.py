@@ -5,9 +5,9 @@
 
 ``crash`` SIGKILLs a child process at ``--kills`` seeded random points per scenario (import,
 memory build, feedback, conversation saving, dense and collaborative index rebuilds) and checks
-each home afterwards (see tests/reliability/crash.py). ``import-rss`` imports a small and a large generated interactions
-file in fresh processes and prints each one's peak RSS: a streamed import grows with the
-database's page cache, not with the file.
+each home afterwards (see tests/reliability/crash.py). ``import-rss`` imports a small and a
+large generated interactions file in fresh processes and prints each one's peak RSS: a streamed
+import grows with the database's page cache, not with the file.
 """
 
 from __future__ import annotations
