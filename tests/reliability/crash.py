@@ -400,20 +400,37 @@ def _first_ack_after(home: Path, kind: str) -> float:
     return took
 
 
+def _crash_rebuilds(
+    bases: Bases,
+    kills: int,
+    rng: random.Random,
+    worker: str,
+    check: Callable[[Path, int], list[str]],
+) -> Report:
+    """Kills a ``worker`` child that rebuilds and saves a derived index in a loop, anywhere in
+    about three rebuilds (most kills land inside one, some between saves); ``check(home, k)``
+    lists what is wrong with the home after kill ``k``, besides the database's own checks."""
+    report = Report(f"{worker}-rebuild")
+    span = 3 * _first_ack_after(_fresh(bases.built, bases.work, worker), worker)
+    for k in range(kills):
+        home = _fresh(bases.built, bases.work, worker)
+        lines = _kill_worker(report, home, worker, 0, rng.uniform(0, span))
+        report.acknowledged += len(lines)
+        problems = integrity_problems(home) + check(home, k)
+        report.failures += [f"kill {k}: {p}" for p in problems]
+    return report
+
+
 def crash_index_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report:
     """Kills while the index files are rebuilt and saved: whatever files are left, the indexes
     loaded next time hold exactly SQLite's vectors (a torn or stale file is rebuilt)."""
-    report = Report("index-rebuild")
-    # Kills spread over about three rebuilds, so most land inside one, some between saves.
-    span = 3 * _first_ack_after(_fresh(bases.built, bases.work, "index"), "index")
-    for k in range(kills):
-        home = _fresh(bases.built, bases.work, "index")
-        lines = _kill_worker(report, home, "index", 0, rng.uniform(0, span))
-        report.acknowledged += len(lines)
-        problems = integrity_problems(home)
-        problems += index_problems(home, ["u0", "u1", "u2"], rebuild=k == kills - 1)
-        report.failures += [f"kill {k}: {p}" for p in problems]
-    return report
+    return _crash_rebuilds(
+        bases,
+        kills,
+        rng,
+        "index",
+        lambda home, k: index_problems(home, ["u0", "u1", "u2"], rebuild=k == kills - 1),
+    )
 
 
 def collab_problems(home: Path, users: list[str]) -> list[str]:
@@ -448,15 +465,9 @@ def collab_problems(home: Path, users: list[str]) -> list[str]:
 def crash_collab_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report:
     """Kills while the collaborative index is rebuilt and saved: what reopens scores as a fresh
     rebuild does (a temporary file left behind is never read)."""
-    report = Report("collab-rebuild")
-    span = 3 * _first_ack_after(_fresh(bases.built, bases.work, "collab"), "collab")
-    for k in range(kills):
-        home = _fresh(bases.built, bases.work, "collab")
-        lines = _kill_worker(report, home, "collab", 0, rng.uniform(0, span))
-        report.acknowledged += len(lines)
-        problems = integrity_problems(home) + collab_problems(home, ["u0", "u1", "u2"])
-        report.failures += [f"kill {k}: {p}" for p in problems]
-    return report
+    return _crash_rebuilds(
+        bases, kills, rng, "collab", lambda home, _k: collab_problems(home, ["u0", "u1", "u2"])
+    )
 
 
 RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {

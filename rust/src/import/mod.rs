@@ -5,7 +5,7 @@
 
 mod exports;
 mod generic;
-mod movielens;
+pub(crate) mod movielens;
 mod source;
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use crate::text::{norm_key, split_title_year, title_variants};
 /// Rows between progress callbacks.
 pub(super) const PROGRESS_EVERY: u64 = 4096;
 
-const GENRES_100K: [&str; 19] = [
+pub(crate) const GENRES_100K: [&str; 19] = [
     "unknown",
     "Action",
     "Adventure",

@@ -454,29 +454,9 @@ fn extend(
 mod tests {
     use super::*;
 
+    /// MovieLens 100K's genres, without its "unknown".
     fn genres() -> Vec<String> {
-        [
-            "Action",
-            "Adventure",
-            "Animation",
-            "Children's",
-            "Comedy",
-            "Crime",
-            "Documentary",
-            "Drama",
-            "Fantasy",
-            "Film-Noir",
-            "Horror",
-            "Musical",
-            "Mystery",
-            "Romance",
-            "Sci-Fi",
-            "Thriller",
-            "War",
-            "Western",
-        ]
-        .map(String::from)
-        .to_vec()
+        crate::import::movielens::GENRES_100K[1..].iter().map(|g| g.to_string()).collect()
     }
 
     fn shown(ids: &[(i64, i32)]) -> Vec<(i64, Option<i32>)> {
