@@ -230,3 +230,75 @@ def test_any_folder_is_imported_or_rejected_cleanly(
             assert _counts(store_home) == before, "a rejected folder wrote something"
             return
         assert store.check_integrity() == []
+
+
+BIG = "x" * 100_000  # over the 64 KiB a field may hold
+#: (import kind, files, the file and `line: field` the refusal must name). Each huge value sits
+#: in a field its importer reads by a different accessor: text, a borrowed value, a list, extras.
+HUGE_FIELDS: dict[str, tuple[str, dict[str, str], str]] = {
+    "goodreads review": (
+        "goodreads",
+        {
+            "export.csv": f"Book Id,Title,Author,My Rating,My Review,Exclusive Shelf\n1,A,B,4,{BIG},read\n"
+        },
+        "export.csv:2: my review",
+    ),
+    "goodreads author": (
+        "goodreads",
+        {"export.csv": f"Book Id,Title,Author,My Rating,Exclusive Shelf\n1,A,{BIG},4,read\n"},
+        "export.csv:2: author",
+    ),
+    "letterboxd review": (
+        "letterboxd",
+        {
+            "ratings.csv": "Date,Name,Year,Letterboxd URI,Rating\n2023-05-01,Heat,1995,u,4\n",
+            "reviews.csv": f"Date,Name,Year,Letterboxd URI,Review\n2023-05-02,Heat,1995,u,{BIG}\n",
+        },
+        "reviews.csv:2: review",
+    ),
+    "movielens keywords": (
+        "movielens-csv",
+        {
+            "movies.csv": f"movieId,title,genres,keywords\n1,Heat (1995),Crime,{BIG}\n",
+            "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.5,1000\n",
+        },
+        "movies.csv:2: keywords",
+    ),
+    "csv extra column": (
+        "items-csv",
+        {"items.csv": f"item_id,title,notes\nh1,Heat,{BIG}\n"},
+        "items.csv:2: notes",
+    ),
+    "jsonl extra object": (
+        "items-jsonl",
+        {"items.jsonl": json.dumps({"item_id": "h1", "title": "Heat", "notes": {"a": BIG}}) + "\n"},
+        "items.jsonl:1: notes",
+    ),
+    "jsonl list of many short entries": (
+        "items-jsonl",
+        {
+            "items.jsonl": json.dumps(
+                {"item_id": "h1", "title": "Heat", "keywords": ["k"] * 70_000}
+            )
+            + "\n"
+        },
+        "items.jsonl:1: keywords",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HUGE_FIELDS))
+def test_a_huge_field_is_refused_by_every_accessor(store_home: Path, case: str) -> None:
+    kind, files, where = HUGE_FIELDS[case]
+    folder = Path(tempfile.mkdtemp(prefix="huge-", dir=store_home))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    target = folder if len(files) > 1 else folder / next(iter(files))
+    before = _counts(store_home)
+    with MemoryStore(store_home) as store, pytest.raises(InputError) as refused:
+        store.import_file(
+            kind, str(target), user="fuzz" if kind in ("goodreads", "letterboxd") else None
+        )
+    assert f"{folder / where}" in str(refused.value)
+    assert "bytes, more than the 65536 a field may hold" in str(refused.value)
+    assert _counts(store_home) == before, "a refused file wrote something"

@@ -34,11 +34,11 @@ pub(super) fn letterboxd_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// A film's identity in an export: its Letterboxd URI, else its title and year.
 fn letterboxd_key(row: &Row<'_>) -> Result<String> {
-    match row.get("letterboxd uri") {
+    match row.get("letterboxd uri")? {
         Some(uri) => Ok(uri.trim_end_matches('/').rsplit('/').next().unwrap_or(uri).to_string()),
         None => {
             let title = row.required("name")?;
-            Ok(format!("{}-{}", normalize_title(&title).replace(' ', "-"), row.get("year").unwrap_or("")))
+            Ok(format!("{}-{}", normalize_title(&title).replace(' ', "-"), row.get("year")?.unwrap_or("")))
         }
     }
 }
@@ -54,7 +54,7 @@ fn letterboxd_interaction(row: &Row<'_>, user: &str, review: Option<String>) -> 
         Some(t) => Some(t),
         None => row.timestamp("date")?,
     };
-    let tags = row.get("tags").map(|t| format!("Tags: {t}"));
+    let tags = row.get("tags")?.map(|t| format!("Tags: {t}"));
     let text = match (review, tags) {
         (Some(r), Some(t)) => Some(format!("{r}\n{t}")),
         (r, t) => r.or(t),
@@ -94,7 +94,7 @@ pub(super) fn import_letterboxd(path: &Path, opts: &ImportOptions, sink: &mut dy
     let user = opts.user.as_deref().expect("checked by the caller");
     if path.is_file() {
         each_letterboxd_row(path, sink, 0, |row, sink| {
-            let review = row.get("review").map(str::to_string);
+            let review = row.get("review")?.map(str::to_string);
             sink.interaction(letterboxd_interaction(row, user, review)?, &row.at)
         })?;
         return Ok(());
@@ -106,7 +106,7 @@ pub(super) fn import_letterboxd(path: &Path, opts: &ImportOptions, sink: &mut dy
     let mut review_rows_done = 0;
     if reviews.is_file() {
         review_rows_done = each_letterboxd_row(&reviews, sink, 0, |row, _| {
-            if let Some(text) = row.get("review") {
+            if let Some(text) = row.get("review")? {
                 review_text.insert(letterboxd_key(row)?, text.to_string());
             }
             Ok(())
@@ -190,11 +190,11 @@ pub(super) fn import_goodreads(path: &Path, opts: &ImportOptions, sink: &mut dyn
         };
         let mut attributes = Map::new();
         for (key, value) in [
-            ("author", row.get("author").map(str::to_string)),
-            ("isbn13", clean_isbn(row.get("isbn13"))),
-            ("isbn", clean_isbn(row.get("isbn"))),
-            ("pages", row.get("number of pages").map(str::to_string)),
-            ("publisher", row.get("publisher").map(str::to_string)),
+            ("author", row.get("author")?.map(str::to_string)),
+            ("isbn13", clean_isbn(row.get("isbn13")?)),
+            ("isbn", clean_isbn(row.get("isbn")?)),
+            ("pages", row.get("number of pages")?.map(str::to_string)),
+            ("publisher", row.get("publisher")?.map(str::to_string)),
         ] {
             if let Some(v) = value {
                 attributes.insert(key.into(), Value::String(v));
@@ -207,7 +207,7 @@ pub(super) fn import_goodreads(path: &Path, opts: &ImportOptions, sink: &mut dyn
             title: row.required("title")?,
             year,
             categories,
-            description: row.get("author").map(|a| format!("A book by {a}.")),
+            description: row.get("author")?.map(|a| format!("A book by {a}.")),
             attributes,
             ..Default::default()
         };
@@ -222,7 +222,7 @@ pub(super) fn import_goodreads(path: &Path, opts: &ImportOptions, sink: &mut dyn
                 Some(t) => Some(t),
                 None => row.timestamp("date added")?,
             };
-            let text = row.get("my review").map(strip_html).filter(|t| !t.is_empty());
+            let text = row.get("my review")?.map(strip_html).filter(|t| !t.is_empty());
             sink.interaction(
                 InteractionRow { user: user.to_string(), item: ItemRef::Row(item), rating, timestamp, text },
                 &row.at,

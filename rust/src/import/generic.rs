@@ -21,7 +21,7 @@ fn item_row(row: &dyn Fields) -> Result<ItemRow> {
         categories: row.list("categories")?,
         keywords: Vec::new(),
         description: row.text("text")?,
-        attributes: row.extra(&ITEM_FIELDS),
+        attributes: row.extra(&ITEM_FIELDS)?,
     })
 }
 

@@ -90,7 +90,7 @@ impl KeywordIndex {
         let mut by_key = HashMap::new();
         while let Some(row) = src.next_row()? {
             let (title, year) = split_title_year(&row.required("title")?);
-            let keywords = split_list(row.get("keywords"));
+            let keywords = split_list(row.get("keywords")?);
             for variant in title_variants(&title) {
                 by_key.entry(norm_key(&variant, year)).or_insert_with(|| keywords.clone());
             }
@@ -135,11 +135,11 @@ pub(super) fn import_100k(dir: &Path, opts: &ImportOptions, sink: &mut dyn Sink)
                     alias: format!("ml100k:{}", row.required("item_id")?),
                     title: row.required("movie_title")?.to_string(),
                     // The set marks one film's year "unkonwn" (sic): a word means no year.
-                    year: match row.get("release_year") {
+                    year: match row.get("release_year")? {
                         Some(y) if y.chars().all(char::is_alphabetic) => None,
                         _ => row.year("release_year")?,
                     },
-                    categories: row.get("class").map_or_else(Vec::new, |c| {
+                    categories: row.get("class")?.map_or_else(Vec::new, |c| {
                         c.split_whitespace().filter(|g| *g != "unknown").map(str::to_string).collect()
                     }),
                     ..Default::default()
@@ -162,7 +162,7 @@ pub(super) fn import_100k(dir: &Path, opts: &ImportOptions, sink: &mut dyn Sink)
                 let (title, year) = split_title_year(&row.required("title")?);
                 let mut categories = Vec::new();
                 for g in &GENRES_100K[1..] {
-                    match row.get(&g.to_lowercase()) {
+                    match row.get(&g.to_lowercase())? {
                         Some("1") => categories.push(g.to_string()),
                         Some("0") | None => {}
                         Some(other) => {
@@ -204,7 +204,7 @@ fn import_users(path: &Path, delimiter: u8, names: Option<&[&str]>, sink: &mut d
     src.require(&["user_id"])?;
     while let Some(row) = src.next_row()? {
         let id = row.required("user_id")?.to_string();
-        let mut attrs = row.extra(&["user_id"]);
+        let mut attrs = row.extra(&["user_id"])?;
         if let Some(Value::String(age)) = attrs.get("age") {
             let age: i64 =
                 age.parse().map_err(|_| Error::input(row.at.field("age"), format!("{age:?} is not a number")))?;
@@ -272,9 +272,9 @@ pub(super) fn import_csv(path: &Path, sink: &mut dyn Sink) -> Result<()> {
     src.require(&["movieid", "title", "genres"])?;
     while let Some(row) = src.next_row()? {
         let (title, year) = split_title_year(&row.required("title")?);
-        let categories = split_list(row.get("genres")).into_iter().filter(|g| g != "(no genres listed)").collect();
+        let categories = split_list(row.get("genres")?).into_iter().filter(|g| g != "(no genres listed)").collect();
         let mut attributes = Map::new();
-        if let Some(id) = row.get("movieid") {
+        if let Some(id) = row.get("movieid")? {
             attributes.insert("movielens_id".into(), Value::String(id.into()));
         }
         let item = ItemRow {
@@ -282,7 +282,7 @@ pub(super) fn import_csv(path: &Path, sink: &mut dyn Sink) -> Result<()> {
             title,
             year,
             categories,
-            keywords: split_list(row.get("keywords")),
+            keywords: split_list(row.get("keywords")?),
             attributes,
             ..Default::default()
         };

@@ -13,6 +13,19 @@ use crate::error::{Error, Location, Result};
 /// Longest value one field of an import file may hold (64 KiB: a long review fits).
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 
+/// Refuses a field of `len` bytes over [`MAX_FIELD_BYTES`]: no title or review is that long, and
+/// one would flood every prompt, screen and index it reaches. Every accessor of a row's fields
+/// goes through here, so no importer can read around the limit.
+fn within_limit(at: &Location, field: &str, len: usize) -> Result<()> {
+    if len > MAX_FIELD_BYTES {
+        return Err(Error::input(
+            at.field(field),
+            format!("{len} bytes, more than the {MAX_FIELD_BYTES} a field may hold"),
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     Utf8,
@@ -140,20 +153,17 @@ pub trait Fields {
     fn at(&self) -> &Location;
     /// A trimmed text value as the file holds it; `None` when absent or empty.
     fn raw_text(&self, field: &str) -> Result<Option<String>>;
-    /// Every field except `known`, kept as item or user attributes.
-    fn extra(&self, known: &[&str]) -> Map<String, Value>;
+    /// Every field except `known`, kept as item or user attributes (each within the limit).
+    fn extra(&self, known: &[&str]) -> Result<Map<String, Value>>;
 
     /// A trimmed text value; `None` when the field is absent or empty. A value longer than
-    /// [`MAX_FIELD_BYTES`] is refused: no title or review is that long, and one would flood
-    /// every prompt, screen and index it reaches.
+    /// [`MAX_FIELD_BYTES`] is refused.
     fn text(&self, field: &str) -> Result<Option<String>> {
-        match self.raw_text(field)? {
-            Some(v) if v.len() > MAX_FIELD_BYTES => Err(Error::input(
-                self.at().field(field),
-                format!("{} bytes, more than the {MAX_FIELD_BYTES} a field may hold", v.len()),
-            )),
-            v => Ok(v),
+        let value = self.raw_text(field)?;
+        if let Some(v) = &value {
+            within_limit(self.at(), field, v.len())?;
         }
+        Ok(value)
     }
 
     /// A list written `a|b|c` (or a JSON array in JSON Lines).
@@ -179,8 +189,17 @@ pub trait Fields {
 }
 
 impl Row<'_> {
-    /// The trimmed value of a column; `None` when the column is absent or the value empty.
-    pub fn get(&self, column: &str) -> Option<&str> {
+    /// The trimmed value of a column, borrowed; `None` when the column is absent or the value
+    /// empty. A value longer than [`MAX_FIELD_BYTES`] is refused, as by [`Fields::text`].
+    pub fn get(&self, column: &str) -> Result<Option<&str>> {
+        let value = self.value(column);
+        if let Some(v) = value {
+            within_limit(&self.at, column, v.len())?;
+        }
+        Ok(value)
+    }
+
+    fn value(&self, column: &str) -> Option<&str> {
         let v = self.values.get(*self.columns.get(column)?)?.trim();
         (!v.is_empty()).then_some(v)
     }
@@ -192,19 +211,19 @@ impl Fields for Row<'_> {
     }
 
     fn raw_text(&self, field: &str) -> Result<Option<String>> {
-        Ok(self.get(field).map(str::to_string))
+        Ok(self.value(field).map(str::to_string))
     }
 
-    fn extra(&self, known: &[&str]) -> Map<String, Value> {
+    fn extra(&self, known: &[&str]) -> Result<Map<String, Value>> {
         let mut m = Map::new();
-        for (name, i) in self.columns {
+        for name in self.columns.keys() {
             if !known.contains(&name.as_str()) {
-                if let Some(v) = self.values.get(*i).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                if let Some(v) = self.get(name)? {
                     m.insert(name.clone(), Value::String(v.to_string()));
                 }
             }
         }
-        m
+        Ok(m)
     }
 }
 
@@ -319,7 +338,11 @@ impl Fields for JsonRow {
         match self.object.get(field) {
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
+                let mut bytes = 0;
                 for v in items {
+                    // The list as a whole is one field: a million short entries flood as much.
+                    bytes += v.as_str().map_or(0, str::len);
+                    within_limit(&self.at, field, bytes)?;
                     match v {
                         Value::String(s) if !s.trim().is_empty() => out.push(s.trim().to_string()),
                         Value::String(_) => {}
@@ -334,8 +357,14 @@ impl Fields for JsonRow {
         }
     }
 
-    fn extra(&self, known: &[&str]) -> Map<String, Value> {
-        self.object.iter().filter(|(k, _)| !known.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    fn extra(&self, known: &[&str]) -> Result<Map<String, Value>> {
+        let mut m = Map::new();
+        for (k, v) in self.object.iter().filter(|(k, _)| !known.contains(&k.as_str())) {
+            let len = v.as_str().map_or_else(|| v.to_string().len(), str::len);
+            within_limit(&self.at, k, len)?;
+            m.insert(k.clone(), v.clone());
+        }
+        Ok(m)
     }
 }
 
