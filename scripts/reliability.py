@@ -2,12 +2,16 @@
 
     python scripts/reliability.py crash --kills 50 [--seed 1] [--scenario feedback ...]
     python scripts/reliability.py import-rss --rows 2000000
+    python scripts/reliability.py soak --seconds 600 [--seed 1]
 
 ``crash`` SIGKILLs a child process at ``--kills`` seeded random points per scenario (import,
 memory build, feedback, conversation saving, dense and collaborative index rebuilds) and checks
 each home afterwards (see tests/reliability/crash.py). ``import-rss`` imports a small and a
 large generated interactions file in fresh processes and prints each one's peak RSS: a streamed
-import grows with the database's page cache, not with the file.
+import grows with the database's page cache, not with the file. ``soak`` runs the real TUI (real
+bundle, headless) and `mrrec` import, feedback, memory build and read loops on one home for
+``--seconds`` and checks what the user saw, every acknowledged write and the indexes (see
+tests/reliability/soak.py).
 """
 
 from __future__ import annotations
@@ -93,6 +97,26 @@ def import_rss(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+def soak_run(args: argparse.Namespace) -> None:
+    from tests.conftest import llm_bundle
+    from tests.reliability import soak
+    from tests.reliability.conftest import build_small_home
+
+    with tempfile.TemporaryDirectory() as work:
+        home = build_small_home(Path(work) / "home", llm_bundle())
+        report = soak.run(home, args.seconds, args.seed)
+    out = report.as_dict()
+    print(json.dumps(out, indent=2))
+    print(
+        f"{out['seconds']} s, {out['operations_total']} operations, "
+        f"user-visible errors {len(report.user_errors)}, lost writes {len(report.lost_writes)}, "
+        f"stale index {len(report.stale_index)} in {report.index_checks} checks",
+        file=sys.stderr,
+    )
+    if report.failures:
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +128,10 @@ def main() -> None:
     p = sub.add_parser("import-rss", help="peak RSS of a small and a large import")
     p.add_argument("--rows", type=int, default=2_000_000, help="rows of the large file")
     p.set_defaults(func=import_rss)
+    p = sub.add_parser("soak", help="the TUI and the CLI on one home at once, for minutes")
+    p.add_argument("--seconds", type=float, default=600)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=soak_run)
     args = parser.parse_args()
     args.func(args)
 

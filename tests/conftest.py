@@ -99,6 +99,11 @@ def _llm_bundle_key() -> str:
 
 @pytest.fixture(scope="session")
 def llm_bundle_dir() -> Path:
+    """The default int8 bundle, built once and cached across runs: see :func:`llm_bundle`."""
+    return llm_bundle()
+
+
+def llm_bundle() -> Path:
     """The default int8 bundle (LLM + embedder + manifest; the committed RL-tuned adapter merged
     when there is one, as `mrrec bundle build` does), built once and cached across runs.
 

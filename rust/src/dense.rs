@@ -1,11 +1,18 @@
 //! The dense (vector) index: usearch HNSW saved beside the database.
 //!
 //! SQLite is the source of truth. The index file carries a sidecar (`<file>.meta.json`) with the
-//! database generation it reflects; when the sidecar is missing, stale or the file is corrupt, the
-//! index is rebuilt from the embeddings stored in SQLite.
+//! database generation it reflects and the identity of the file it was written with; when the
+//! sidecar is missing, stale or describes another file, or the file is corrupt, the index is
+//! rebuilt from the embeddings stored in SQLite.
+//!
+//! Several processes may save the same index at once (the TUI and `mrrec` commands on one home):
+//! each writes its own temporary files, and the sidecar's file identity tells a loader whether
+//! the file beside it is the one it describes (two saves' renames can interleave).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -37,9 +44,78 @@ struct Sidecar {
     generation: i64,
     size: usize,
     dimensions: usize,
+    /// The index file this sidecar was written with (see [`FileIdentity`]).
+    file: FileIdentity,
 }
 
-const SIDECAR_FORMAT: u32 = 1;
+/// 2: the sidecar names its file (format 1 sidecars read as stale: the index is rebuilt once).
+const SIDECAR_FORMAT: u32 = 2;
+
+/// What tells one saved index file from another: its length, modification time and (on Unix)
+/// inode. Every save renames a new temporary file into place, so a file replaced by another
+/// save differs in inode (both temporary files existed at once) or time.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+struct FileIdentity {
+    len: u64,
+    modified_ns: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = fs::metadata(path).ok()?;
+        let modified_ns = u64::try_from(meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos()).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(FileIdentity { len: meta.len(), modified_ns, inode })
+    }
+}
+
+/// Temporary files older than this are left over from a killed save and deleted by the next save
+/// (a save in progress never takes this long).
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// A temporary path beside `path` that no other save uses, this process's or another's:
+/// `<name>.<pid>-<n>.tmp`. Two processes saving the same file once shared one temporary file:
+/// one's rename then failed ("No such file or directory") or moved the other's half-written file
+/// into place.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Deletes the temporary files of saves of `path` that were killed (older than [`STALE_TEMP`]);
+/// best effort.
+pub(crate) fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let prefix = format!("{name}.");
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let ours = file.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix(".tmp"));
+        // `<pid>-<n>` only: not the sidecar's own temporaries of another file name.
+        if !ours.is_some_and(|id| id.split_once('-').is_some_and(|(a, b)| is_number(a) && is_number(b))) {
+            continue;
+        }
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|m| now.duration_since(m).ok());
+        if old.is_some_and(|age| age > STALE_TEMP) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
 
 pub struct DenseIndex {
     index: Index,
@@ -100,9 +176,17 @@ impl DenseIndex {
         if sidecar.format != SIDECAR_FORMAT || sidecar.generation != generation || sidecar.dimensions != dims {
             return None;
         }
+        // The file must be the one the sidecar was written with, before and after loading it:
+        // another process's save may have replaced it since (or may while it loads).
+        if FileIdentity::of(path) != Some(sidecar.file) {
+            return None;
+        }
         let this = Self::empty(path, dims, params).ok()?;
         let path_str = path.to_str()?;
         this.index.load(path_str).ok()?;
+        if FileIdentity::of(path) != Some(sidecar.file) {
+            return None;
+        }
         // A file that loads but disagrees with its sidecar was damaged or mixed up.
         if this.index.size() != sidecar.size || this.index.dimensions() != dims {
             return None;
@@ -258,18 +342,25 @@ impl DenseIndex {
         Ok(())
     }
 
-    /// Writes the index and its sidecar atomically (temp file + rename, sidecar last). A failed
+    /// Writes the index and its sidecar atomically (temp file + rename, sidecar last), beside any
+    /// other process saving the same index (each save has its own temporary files). A failed
     /// write leaves no temporary file, and a full or read-only disk is [`Error::Disk`].
     pub fn save(&self, generation: i64) -> Result<()> {
-        let tmp = self.path.with_extension("usearch.tmp");
         let side = Self::sidecar_path(&self.path);
-        let side_tmp = side.with_extension("json.tmp");
+        remove_stale_temps(&self.path);
+        remove_stale_temps(&side);
+        let tmp = temp_path(&self.path);
+        let side_tmp = temp_path(&side);
         let saved = (|| {
             let tmp_str = tmp.to_str().ok_or_else(|| Error::DenseIndex("non-UTF-8 path".into()))?;
             self.index.save(tmp_str).map_err(|e| Error::DenseIndex(format!("{}: {e}", tmp.display())))?;
+            // Its identity before the rename (which keeps it): once renamed, another save may
+            // already have replaced it, and the sidecar must not describe that file.
+            let file =
+                FileIdentity::of(&tmp).ok_or_else(|| Error::DenseIndex(format!("{}: vanished", tmp.display())))?;
             fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
             let sidecar =
-                Sidecar { format: SIDECAR_FORMAT, generation, size: self.index.size(), dimensions: self.dims };
+                Sidecar { format: SIDECAR_FORMAT, generation, size: self.index.size(), dimensions: self.dims, file };
             fs::write(&side_tmp, serde_json::to_vec(&sidecar).expect("sidecar serialises"))
                 .map_err(|e| Error::io(&side_tmp, e))?;
             fs::rename(&side_tmp, &side).map_err(|e| Error::io(&side, e))
@@ -380,6 +471,63 @@ mod tests {
         fs::remove_file(&path).unwrap();
         let (_, outcome) = DenseIndex::open(&path, 16, 7, DenseParams::default(), fill).unwrap();
         assert_eq!(outcome, OpenOutcome::Rebuilt);
+    }
+
+    #[test]
+    fn a_sidecar_never_vouches_for_another_saves_file() {
+        // Two processes saving at once can interleave their renames: one's index file, the
+        // other's sidecar. The sidecar described a file of the same size and generation, so the
+        // other process's index loaded as this one (missing or holding the wrong vectors).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.usearch");
+        build(dir.path(), 100).save(7).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let shifted = DenseIndex::rebuild(&other.path().join("t.usearch"), 16, DenseParams::default(), |add| {
+            (0..100).try_for_each(|k| add(k, &unit(k + 1000, 16)))
+        })
+        .unwrap();
+        shifted.save(7).unwrap();
+        fs::rename(other.path().join("t.usearch"), &path).unwrap();
+        let fill = |add: &mut dyn FnMut(u64, &[f32]) -> Result<()>| (0..100).try_for_each(|k| add(k, &unit(k, 16)));
+        let (index, outcome) = DenseIndex::open(&path, 16, 7, DenseParams::default(), fill).unwrap();
+        assert_eq!(outcome, OpenOutcome::Rebuilt);
+        assert_eq!(index.search(&unit(42, 16), 1, None).unwrap()[0].0, 42);
+    }
+
+    #[test]
+    fn concurrent_saves_of_one_index_all_succeed() {
+        // They once shared one temporary file: a save's rename failed with "No such file or
+        // directory" when another had just renamed it away.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.usearch");
+        let index = build(dir.path(), 200);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| (0..40).for_each(|_| index.save(3).unwrap()));
+            }
+        });
+        let fill = |_: &mut dyn FnMut(u64, &[f32]) -> Result<()>| -> Result<()> { panic!("must load") };
+        let (loaded, outcome) = DenseIndex::open(&path, 16, 3, DenseParams::default(), fill).unwrap();
+        assert_eq!((outcome, loaded.len()), (OpenOutcome::Loaded, 200));
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 2, "only the index and its sidecar remain: {left:?}");
+    }
+
+    #[test]
+    fn a_killed_saves_old_temporary_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.usearch");
+        let stale = dir.path().join("t.usearch.999-0.tmp");
+        let fresh = dir.path().join("t.usearch.999-1.tmp");
+        for p in [&stale, &fresh] {
+            fs::write(p, b"half a save").unwrap();
+        }
+        let old = SystemTime::now() - STALE_TEMP - Duration::from_secs(60);
+        fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+        build(dir.path(), 10).save(1).unwrap();
+        assert!(!stale.exists(), "left over from a killed save");
+        assert!(fresh.exists(), "may be another process's save in progress");
+        assert!(path.exists());
     }
 
     #[test]

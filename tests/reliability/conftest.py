@@ -35,9 +35,16 @@ def write_catalog(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def small_home(tmp_path_factory: pytest.TempPathFactory, llm_bundle_dir: Path) -> Path:
     """Built once per session; copy it before changing it."""
-    home = tmp_path_factory.mktemp("small-home")
-    (home / "config.toml").write_text(f'[bundle]\npath = "{llm_bundle_dir}"\n', encoding="utf-8")
-    items, ratings = write_catalog(tmp_path_factory.mktemp("small-data"))
+    return build_small_home(tmp_path_factory.mktemp("small-home"), llm_bundle_dir)
+
+
+def build_small_home(home: Path, bundle: Path) -> Path:
+    """:func:`small_home` in ``home`` (also what `scripts/reliability.py soak` starts from)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(f'[bundle]\npath = "{bundle}"\n', encoding="utf-8")
+    data = home.parent / f"{home.name}-data"
+    data.mkdir(exist_ok=True)
+    items, ratings = write_catalog(data)
     with Workspace.open(home) as ws:
         ws.import_data("items-jsonl", items)
         ws.import_data("interactions-jsonl", ratings)

@@ -26,6 +26,20 @@ con.execute("ROLLBACK")
 """
 #: Users whose memory the background build writes (long enough to overlap 30 feedbacks).
 USERS = 600
+#: Writes feedback and saves the dense indexes in a loop, rebuilding them every fifth time, as
+#: `mrrec` commands and the TUI do when they close (the soak found these saves colliding).
+SAVER = """
+import sys
+from mrrec_edge._core import MemoryStore
+home, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with MemoryStore(home) as store:
+    for k in range(n):
+        store.add_feedback(f"u{k % 3}", f"i{k * 7 % 600}", source="feedback:like",
+                           timestamp=2_000_000_000 + k * 10 + int(name))
+        store.flush()
+        if k % 5 == 4:
+            store.rebuild_indexes()
+"""
 
 
 def test_feedback_while_a_memory_build_runs(bases: Bases, tmp_path: Path) -> None:
@@ -93,3 +107,27 @@ def test_a_writer_that_cannot_get_the_lock_says_so(bases: Bases, tmp_path: Path)
         assert store.stats() == before, "nothing of the refused write was kept"
     # Once the lock is free the same command succeeds.
     run_cli(home, "feedback", "--user", "u1", "i2", "like")
+
+
+def test_processes_saving_the_indexes_at_once(bases: Bases, tmp_path: Path) -> None:
+    """Three processes write and save the dense indexes at the same moments: every save
+    succeeds (they once shared one temporary file, and a save failed with "No such file or
+    directory"), no temporary file is left, and what loads next matches SQLite (a sidecar
+    renamed in by one save beside another's index file once vouched for it)."""
+    home = tmp_path / "home"
+    shutil.copytree(bases.built, home)
+    savers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAVER, str(home), str(n), "25"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    for saver in savers:
+        _, stderr = saver.communicate(timeout=600)
+        assert saver.returncode == 0, stderr
+    assert not [p.name for p in home.iterdir() if p.name.endswith(".tmp")]
+    assert integrity_problems(home) == []
+    assert index_problems(home, ["u0", "u1", "u2"]) == []

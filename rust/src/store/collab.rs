@@ -26,7 +26,9 @@ pub const COLLAB_FILE: &str = "collab.bin";
 /// Writes `bytes` to a temporary file, then renames it over `path`: readers see the old file or
 /// the new one, never a part, and a failed write (a full disk) leaves no temporary file.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("bin.tmp");
+    // A temporary file of this save's own: another process may be saving the index too.
+    crate::dense::remove_stale_temps(path);
+    let tmp = crate::dense::temp_path(path);
     let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
