@@ -5,8 +5,9 @@
     python scripts/reliability.py soak --seconds 600 [--seed 1]
 
 ``crash`` SIGKILLs a child process at ``--kills`` seeded random points per scenario (import,
-memory build, feedback, conversation saving, dense and collaborative index rebuilds) and checks
-each home afterwards (see tests/reliability/crash.py). ``import-rss`` imports a small and a
+memory build, feedback, conversation saving, dense and collaborative index rebuilds, training
+checkpoint saves) and checks each home or run folder afterwards
+(see tests/reliability/crash.py). ``import-rss`` imports a small and a
 large generated interactions file in fresh processes and prints each one's peak RSS: a streamed
 import grows with the database's page cache, not with the file. ``soak`` runs the real TUI (real
 bundle, headless) and `mrrec` import, feedback, memory build and read loops on one home for

@@ -1,5 +1,6 @@
 """The shared file helpers (mrrec_edge.files), and that each has one home: every folder written
-whole goes through atomic_dir, every checksum through sha256_file."""
+whole goes through atomic_dir, every small file rewritten whole through atomic_file, every
+checksum through sha256_file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mrrec_edge.files import atomic_dir, folder_records, sha256_file
+from mrrec_edge.files import atomic_dir, atomic_file, folder_records, sha256_file
 from tests.helpers import ROOT
 
 #: Helper -> the one module that defines it.
@@ -19,6 +20,9 @@ HOMES = {
     "folder_records": "python/mrrec_edge/files.py",
     "replace_dir": "python/mrrec_edge/files.py",
     "atomic_dir": "python/mrrec_edge/files.py",
+    "atomic_file": "python/mrrec_edge/files.py",
+    "fsync_path": "python/mrrec_edge/files.py",
+    "fsync_tree": "python/mrrec_edge/files.py",
     "user_path": "python/mrrec_edge/files.py",
     "available_cpus": "python/mrrec_edge/host.py",
 }
@@ -58,6 +62,30 @@ def test_atomic_dir_keep_existing_drops_the_late_copy(tmp_path: Path) -> None:
     assert (tmp_path / "fresh" / "mine.txt").read_text() == "mine"
 
 
+def test_atomic_dir_durable_swaps_in_the_same_way(tmp_path: Path) -> None:
+    target = tmp_path / "step-3"
+    with atomic_dir(target, durable=True) as tmp:
+        (tmp / "adapter").mkdir()
+        (tmp / "adapter" / "weights").write_bytes(b"w")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-3"]
+    assert (target / "adapter" / "weights").read_bytes() == b"w"
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = tmp_path / "run.json"
+    target.write_text("old")
+    with atomic_file(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".run.json.tmp-")
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # untouched until the block ends
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError, match="half way"), atomic_file(target) as tmp:
+        tmp.write_text("ne")
+        raise RuntimeError("half way")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
 def test_checksums(tmp_path: Path) -> None:
     data = bytes(range(256)) * 9000  # more than one read chunk
     (tmp_path / "sub").mkdir()
@@ -79,8 +107,8 @@ def test_each_shared_helper_has_one_home() -> None:
                 found.append(f"{name}:{node.lineno}: defines {node.name}")
             elif (
                 isinstance(node, ast.Attribute)
-                and node.attr == "mkdtemp"
+                and node.attr in ("mkdtemp", "mkstemp", "fsync")
                 and name != HOMES["atomic_dir"]
             ):
-                found.append(f"{name}:{node.lineno}: mkdtemp (use atomic_dir)")
+                found.append(f"{name}:{node.lineno}: {node.attr} (use atomic_dir or atomic_file)")
     assert found == []

@@ -36,6 +36,14 @@ class Dist:
         if self.distributed:
             torch_dist.barrier()
 
+    def gather(self, value: object) -> list[object]:
+        """``value`` of every rank, in rank order, on every rank (small, picklable values)."""
+        if not self.distributed:
+            return [value]
+        out: list[object] = [None] * self.world
+        torch_dist.all_gather_object(out, value)
+        return out
+
     def mean(self, values: Mapping[str, float]) -> dict[str, float]:
         """Each value averaged over the ranks (every rank holds an equal share of the batch)."""
         keys = sorted(values)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mrrec_edge.files import atomic_dir
 from mrrec_train.recipe import LoraSettings
 
 CONFIG = "adapter_config.json"
@@ -39,9 +40,10 @@ def new_lora(model: Any, settings: LoraSettings) -> Any:
 
 def save_adapter(model: Any, out: Path) -> Path:
     """Saves the PEFT model's adapter as a PEFT folder that names the published base model
-    (not the local cache folder it was trained from)."""
-    model.save_pretrained(str(out))
-    _name_base(out)
+    (not the local cache folder it was trained from); written whole, then renamed into place."""
+    with atomic_dir(out, durable=True) as tmp:
+        model.save_pretrained(str(tmp))
+        _name_base(tmp)
     return out
 
 
@@ -108,8 +110,8 @@ def concat_adapters(first: Path, second: Path, out: Path) -> Path:
         joined[f"{prefix}.lora_B.weight"] = torch.cat([p[1] for p in parts], dim=1).contiguous()
     targets = sorted(set(config1["target_modules"]) | set(config2["target_modules"]))
     config = {**config1, "r": r1 + r2, "lora_alpha": r1 + r2, "target_modules": targets}
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(joined, str(out / WEIGHTS), metadata={"format": "pt"})
-    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    _name_base(out)
+    with atomic_dir(out, durable=True) as tmp:
+        save_file(joined, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+        _name_base(tmp)
     return out

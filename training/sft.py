@@ -60,6 +60,7 @@ from mrrec_edge._core import (
     tool_responses,
 )
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
+from mrrec_edge.files import atomic_file
 from mrrec_edge.memory.records import Record, label, signal
 from mrrec_edge.memory.stats import LIKED
 from mrrec_edge.scenarios import Facet
@@ -342,9 +343,9 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
     traces_path = stage.out / TRACES
     if d.main and not traces_path.is_file():
         traces = build_traces(ws, tokenizer, examples, recipe=recipe)
-        tmp = traces_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in traces), encoding="utf-8")
-        tmp.rename(traces_path)
+        with atomic_file(traces_path) as tmp:
+            lines = "".join(json.dumps(t.to_dict()) + "\n" for t in traces)
+            tmp.write_text(lines, encoding="utf-8")
     d.barrier()
     traces = _load_traces(traces_path)
     autocast = autocast_dtype(recipe, d.device)

@@ -8,6 +8,12 @@ A stage writes into its run folder::
     metrics.jsonl       one line per optimizer step
     *_curve.png         the curves of metrics.jsonl
     checkpoints/step-N/ adapter, optimizer, scheduler, step and every rank's RNG state
+
+Everything but the per-step logs (appended a line at a time; a resume drops the lines of the
+steps it redoes) is written whole beside its place and renamed into it (mrrec_edge.files), so a
+kill at any moment leaves the previous version or the new one: resume never reads a checkpoint
+whose adapter, optimizer and step disagree, and a ``run.json`` (which ``mrrec_train.run`` takes
+as "stage done") is never there before its adapter and curve.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 
 import torch
 
+from mrrec_edge.files import atomic_dir, atomic_file
 from mrrec_train import dist as dist_mod
 from mrrec_train.base import base_checkpoint, load_base
 from mrrec_train.dist import Dist
@@ -34,6 +41,8 @@ from mrrec_train.recipe import Recipe, add_recipe_args, load_recipe
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DONE_MARKER = "complete"
+#: A stage's logs of one JSON line per optimizer step (GRPO's rollout samples too).
+STEP_LOGS = ("metrics.jsonl", "samples.jsonl")
 
 
 def autocast_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
@@ -164,6 +173,7 @@ class Stage:
     # -- checkpoints ---------------------------------------------------------------------
 
     def latest_checkpoint(self) -> Path | None:
+        # Only renamed-in folders match; a killed save's temporary ".step-N.tmp-*" does not.
         found = [
             p
             for p in self.checkpoints.glob("step-*")
@@ -172,32 +182,39 @@ class Stage:
         return max(found, key=lambda p: int(p.name.removeprefix("step-")), default=None)
 
     def save_checkpoint(self, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
-        """After ``step`` optimizer steps. Every rank writes its RNG state; rank 0 the rest, and
-        the completion marker last, once all ranks are done."""
-        path = self.checkpoints / f"step-{step}"
+        """After ``step`` optimizer steps: rank 0 writes the adapter, optimizer, scheduler, step
+        and every rank's RNG state into a temporary folder, fsyncs it and renames it into place,
+        so ``step-N`` is complete or absent; then it deletes the checkpoints beyond the kept
+        ones and what killed saves left behind."""
+        rngs = self.d.gather(dist_mod.rng_state())
         if self.d.main:
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir(parents=True)
-            model.save_pretrained(str(path / "adapter"))
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                path / "optimizer.pt",
-            )
-            state = {"step": step, "stage": self.name, "world": self.d.world}
-            (path / "state.json").write_text(json.dumps(state), encoding="utf-8")
+            with atomic_dir(self.checkpoints / f"step-{step}", durable=True) as tmp:
+                model.save_pretrained(str(tmp / "adapter"))
+                torch.save(
+                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                    tmp / "optimizer.pt",
+                )
+                for rank, rng in enumerate(rngs):
+                    torch.save(rng, tmp / f"rng-rank{rank}.pt")
+                state = {"step": step, "stage": self.name, "world": self.d.world}
+                (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+                # Renamed in whole, so the marker is redundant; it keeps older runs readable.
+                (tmp / DONE_MARKER).write_text("", encoding="utf-8")
+            self._prune()
         self.d.barrier()
-        torch.save(dist_mod.rng_state(), path / f"rng-rank{self.d.rank}.pt")
-        self.d.barrier()
-        if self.d.main:
-            (path / DONE_MARKER).write_text("", encoding="utf-8")
-            done = sorted(
-                (p for p in self.checkpoints.glob("step-*") if (p / DONE_MARKER).is_file()),
-                key=lambda p: int(p.name.removeprefix("step-")),
-            )
-            keep = self._keep()
-            for old in done[: max(0, len(done) - keep)]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.d.barrier()
+
+    def _prune(self) -> None:
+        for leftover in self.checkpoints.glob(".step-*"):  # a killed save's or prune's
+            shutil.rmtree(leftover, ignore_errors=True)
+        done = sorted(
+            (p for p in self.checkpoints.glob("step-*") if (p / DONE_MARKER).is_file()),
+            key=lambda p: int(p.name.removeprefix("step-")),
+        )
+        for old in done[: max(0, len(done) - self._keep())]:
+            # Out of sight in one rename first: a kill inside rmtree leaves no torn step-N.
+            gone = old.with_name(f".{old.name}.old")
+            old.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
     def _keep(self) -> int:
         return max(1, getattr(self.recipe, self.name).keep_checkpoints)
@@ -205,11 +222,23 @@ class Stage:
     def resume(self, model: Any, optimizer: Any, scheduler: Any) -> int:
         """Loads the latest complete checkpoint, if any; returns the steps already done."""
         path = self.latest_checkpoint()
-        if path is None:
-            return 0
+        step = 0
+        if path is not None:
+            step = self._load(path, model, optimizer, scheduler)
+            self.resumed_from = step
+        if self.d.main:
+            # With no checkpoint too: a run killed before its first one logged steps it redoes.
+            self._drop_steps_after(step)
+        self.d.barrier()
+        return step
+
+    def _load(self, path: Path, model: Any, optimizer: Any, scheduler: Any) -> int:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        step = int(json.loads((path / "state.json").read_text(encoding="utf-8"))["step"])
+        if path.name != f"step-{step}":
+            raise RuntimeError(f"{path}: holds the state of step {step}")
         weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
         result = set_peft_model_state_dict(model, weights)
         unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
@@ -218,24 +247,27 @@ class Stage:
         state = torch.load(path / "optimizer.pt", map_location=self.d.device, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step = int(json.loads((path / "state.json").read_text(encoding="utf-8"))["step"])
         rng = path / f"rng-rank{self.d.rank}.pt"
         if rng.is_file():  # a run resumed with another world size starts those ranks afresh
             dist_mod.set_rng_state(torch.load(rng, weights_only=False))
-        self.resumed_from = step
-        if self.d.main:
-            self._truncate_metrics(step)
-        self.d.barrier()
         return step
 
     # -- metrics and summary -------------------------------------------------------------
 
-    def _truncate_metrics(self, step: int) -> None:
-        if not self.metrics_path.is_file():
-            return
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["step"] <= step]
-        self.metrics_path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+    def _drop_steps_after(self, step: int) -> None:
+        """Drops the lines of steps after ``step`` from the per-step logs (the resumed run
+        writes them again), and any line a power cut tore."""
+        for name in STEP_LOGS:
+            path = self.out / name
+            if not path.is_file():
+                continue
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [ln for ln in lines if (n := _step_of(ln)) is not None and n <= step]
+            if len(kept) == len(lines):
+                continue
+            # Rewritten whole: a kill here must not leave the run with half its curve.
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
     def log(self, metrics: dict[str, Any]) -> None:
         if not self.d.main:
@@ -246,8 +278,11 @@ class Stage:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        text = self.metrics_path.read_text(encoding="utf-8")
-        return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        rows = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line a power cut tore
+                rows.append(json.loads(line))
+        return rows
 
     def finish(
         self,
@@ -278,12 +313,20 @@ class Stage:
             "metrics": summarize(rows),
             **(extra or {}),
         }
-        (self.out / "run.json").write_text(
-            json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
         if rows:
             plot_curves(rows, plot_keys, self.out / png, title=f"{self.recipe.name}: {self.name}")
+        # Last: run.json says the stage is done (mrrec_train.run skips it, publish reads it).
+        with atomic_file(self.out / "run.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return summary
+
+
+def _step_of(line: str) -> int | None:
+    """The ``step`` of a per-step log line; None for a torn or blank one."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _versions() -> dict[str, str]:
@@ -343,7 +386,8 @@ def plot_curves(rows: Sequence[dict[str, Any]], keys: Sequence[str], png: Path, 
     axes[-1, 0].set_xlabel("optimizer step")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    with atomic_file(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 

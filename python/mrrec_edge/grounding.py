@@ -32,6 +32,7 @@ import numpy as np
 
 from mrrec_edge._core import GROUNDING_SIGNALS
 from mrrec_edge.errors import InputError
+from mrrec_edge.files import atomic_file
 
 SIGNALS: tuple[str, ...] = tuple(GROUNDING_SIGNALS)
 #: The model-free signals: what the ``hybrid`` baseline fuses (no profile, no seeds).
@@ -120,10 +121,8 @@ def load_fit(path: Path) -> dict[str, Any]:
 
 
 def write_fit(path: Path, fit: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(fit, indent=2) + "\n", encoding="utf-8")
 
 
 # -- fitting ---------------------------------------------------------------------------------

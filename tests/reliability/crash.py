@@ -1,6 +1,6 @@
 """The crash-safety harness: SIGKILL a real process at seeded random moments while it imports,
-builds memory, records feedback, saves a streaming conversation or rebuilds the dense indexes,
-then check the home.
+builds memory, records feedback, saves a streaming conversation, rebuilds the dense indexes or
+saves training checkpoints, then check the home (or the run folder).
 
 After every kill:
 - ``PRAGMA integrity_check`` (and FTS5's own check) finds nothing;
@@ -9,7 +9,9 @@ After every kill:
 - partial work is absent (an import is all or nothing) or resumable (``--resume`` finishes a
   memory build with exactly the result of an uninterrupted one);
 - the dense indexes, loaded from whatever files the kill left, hold exactly the vectors SQLite
-  holds, and a forced rebuild gives the same.
+  holds, and a forced rebuild gives the same;
+- a training run resumes from a whole checkpoint of an acknowledged step (or the one in flight)
+  whose weights, optimizer, scheduler, RNG and metrics are exactly an uninterrupted run's.
 
 The short version runs in pytest (tests/reliability/test_crash.py); scripts/reliability.py runs
 it with more kills and prints the figures.
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from mrrec_edge._core import GroundRequest, MemoryStore
 from mrrec_edge.conversations import Answer
@@ -54,6 +57,7 @@ SCENARIOS = (
     "conversation",
     "index-rebuild",
     "collab-rebuild",
+    "training-checkpoint",
 )
 #: Interactions in the file the import scenario imports (long enough to be killed inside).
 IMPORT_ROWS = 40_000
@@ -67,6 +71,8 @@ class Report:
     mid_run: int = 0
     acknowledged: int = 0
     failures: list[str] = field(default_factory=list)
+    #: Figures of one scenario's own (e.g. training runs finished across the kills).
+    extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -74,6 +80,7 @@ class Report:
             "kills": self.kills,
             "mid_run": self.mid_run,
             "acknowledged_writes": self.acknowledged,
+            **self.extra,
             "failures": self.failures,
         }
 
@@ -107,12 +114,22 @@ def _kill_after(proc: subprocess.Popen[str], delay: float) -> tuple[bool, list[s
     return running, out.splitlines()
 
 
+def _read_line(proc: subprocess.Popen[str]) -> str:
+    """One line of a child's stdout ("" at its end), read a byte at a time: a buffered readline
+    would take the lines after it too, which ``communicate`` (reading the pipe itself) then
+    never returns."""
+    assert proc.stdout is not None
+    data = b""
+    while not data.endswith(b"\n") and (byte := os.read(proc.stdout.fileno(), 1)):
+        data += byte
+    return data.decode()
+
+
 def _kill_worker(report: Report, home: Path, kind: str, seed: int, delay: float) -> list[str]:
     """Runs a crash_worker child in ``home``, SIGKILLs it ``delay`` seconds after it is ready
     and counts the kill in ``report``; returns the lines it acknowledged."""
     proc = _worker(home, kind, seed)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    if _read_line(proc).strip() != "ready":
         raise AssertionError(f"the {kind} child did not start: {proc.communicate()[1]}")
     running, lines = _kill_after(proc, delay)
     report.kills += 1
@@ -470,6 +487,150 @@ def crash_collab_rebuild(bases: Bases, kills: int, rng: random.Random) -> Report
     )
 
 
+def _line_times(home: Path, kind: str) -> dict[str, float]:
+    """Seconds from a worker's "ready" to each line it prints, run uninterrupted, and to its
+    exit (``"exit"``)."""
+    proc = _worker(home, kind, 0)
+    _read_line(proc)
+    started = time.monotonic()
+    times: dict[str, float] = {}
+    while line := _read_line(proc):
+        times.setdefault(line.strip(), time.monotonic() - started)
+    _, err = proc.communicate(timeout=120)
+    times["exit"] = time.monotonic() - started
+    if proc.returncode != 0:
+        raise AssertionError(f"the {kind} child failed: {err}")
+    return times
+
+
+def training_problems(
+    out: Path, want: list[Any], low: int, high: int
+) -> tuple[Any, int | None, list[str]]:
+    """Checks a training run folder as a kill left it; (the run resumed in this process, the
+    step it resumed from, what is wrong).
+
+    Every ``checkpoints/step-N`` is whole (a killed save's temporary folder is dot-named, out of
+    the resume's sight); the real ``Stage.resume`` loads step ``low`` to ``high``, and the
+    weights, optimizer and scheduler state, RNG and metrics it gives back are exactly those of
+    an uninterrupted run (``want``, tests/reliability/checkpoints.py) after that step; a final
+    adapter, run.json and curve, where present, are whole and the last step's.
+    """
+    from tests.reliability import checkpoints as ck
+
+    problems: list[str] = []
+    folder = out / "checkpoints"
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name.startswith("."):
+            continue
+        missing = [f for f in ck.CHECKPOINT_FILES if not (entry / f).is_file()]
+        if missing:
+            problems.append(f"{entry.name} is torn: no {', '.join(missing)}")
+        elif json.loads((entry / "state.json").read_text())["step"] != int(entry.name[5:]):
+            problems.append(f"{entry.name} holds another step's state.json")
+    run = ck.open_run(out)
+    try:
+        step = run.stage.resume(run.model, run.optimizer, run.scheduler)
+    except Exception as exc:  # a torn file the resume trusted
+        return run, None, [*problems, f"resume failed: {exc!r}"]
+    if not low <= step <= high:
+        problems.append(f"resumed from step {step}; acknowledged {low}, at most {high} expected")
+    got = ck.snapshot(run, run.stage.read_metrics())
+    if wrong := ck.differences(got, want[step]):
+        problems.append(f"step {step}: {', '.join(wrong)} differ from an uninterrupted run's")
+    adapter = out / "adapter"
+    if adapter.exists():
+        try:
+            json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+            if not ck.adapter_holds(adapter, want[-1]):
+                problems.append("the final adapter is not the last step's")
+        except Exception as exc:  # a file missing or cut short
+            problems.append(f"the final adapter is torn: {exc!r}")
+    summary = out / "run.json"
+    if summary.exists():
+        try:
+            steps = json.loads(summary.read_text(encoding="utf-8"))["metrics"]["steps"]
+        except (ValueError, KeyError) as exc:
+            problems.append(f"run.json is torn: {exc!r}")
+        else:
+            if steps != ck.STEPS or step != ck.STEPS:
+                problems.append(f"run.json of step {steps}, resumed from {step}")
+            if not adapter.is_dir():
+                problems.append("run.json is there before the adapter")
+            if not ck.is_png(out / ck.CURVE):
+                problems.append("run.json is there but the curve is torn or missing")
+    return run, step, problems
+
+
+def crash_training_checkpoint(bases: Bases, kills: int, rng: random.Random) -> Report:
+    """Kills a child training a tiny real model with the project's trainer, a checkpoint after
+    every step, then its adapter and run.json; after each kill this process resumes the run
+    (:func:`training_problems`), trains one more step and saves again, and the next child
+    resumes from that. A run that reached run.json is counted and a fresh one started."""
+    from mrrec_train import dist as dist_mod
+    from tests.reliability import checkpoints as ck
+
+    report = Report("training-checkpoint")
+    saved_rng = dist_mod.rng_state()  # resuming here sets this process's RNG
+    try:
+        want = ck.reference()
+        # The kill window: an uninterrupted child's, less the steps a resumed one skips.
+        calibration = bases.work / "training-uninterrupted"
+        shutil.rmtree(calibration, ignore_errors=True)
+        times = _line_times(calibration, "training")
+        # To "finished", not to the exit: tearing torch down takes the child seconds.
+        total, per_step = times["finished"], times[f"ack {ck.STEPS}"] / ck.STEPS
+        out: Path | None = None
+        durable = finished = 0
+        for k in range(kills):
+            if out is None:
+                out, durable = bases.work / "training", 0
+                shutil.rmtree(out, ignore_errors=True)
+            before = report.mid_run
+            # A resumed child has fewer steps left: the window shrinks with them.
+            span = 1.1 * (total - per_step * durable)
+            lines = _kill_worker(report, out, "training", 0, rng.uniform(0, span))
+            running = report.mid_run > before
+            acked = [int(line.split()[1]) for line in lines if line.startswith("ack ")]
+            report.acknowledged += len(acked)
+            problems = []
+            resumed = [int(line.split()[1]) for line in lines if line.startswith("resumed ")]
+            if resumed and resumed[0] != durable:
+                problems.append(f"the child resumed from {resumed[0]}, not {durable}")
+            if not running and "finished" not in lines:
+                problems.append("the child exited before the kill without finishing")
+            low = max(acked, default=durable)
+            high = min(ck.STEPS, low + 1) if running else ck.STEPS
+            if "adapter" in lines:
+                low = ck.STEPS
+            run, step, found = training_problems(out, want, low, high)
+            problems += found
+            if "adapter" in lines and not (out / "adapter").is_dir():
+                problems.append("the acknowledged adapter is lost")
+            if "finished" in lines and not (out / "run.json").is_file():
+                problems.append("the acknowledged run.json is lost")
+            if problems or step is None or (out / "run.json").is_file():
+                finished += not problems and step is not None
+                out = None  # a fresh run next
+            elif step < ck.STEPS:
+                # Resumed, the run trains and saves again; the next child resumes from that.
+                run.stage.log(ck.train_step(run, step + 1))
+                run.stage.save_checkpoint(step + 1, run.model, run.optimizer, run.scheduler)
+                latest = run.stage.latest_checkpoint()
+                if latest is None or latest.name != f"step-{step + 1}":
+                    problems.append(f"saved step {step + 1} after resuming; latest is {latest}")
+                left = [p.name for p in (out / "checkpoints").iterdir() if p.name[0] == "."]
+                if left:
+                    problems.append(f"a save after resuming left {left}")
+                durable = step + 1
+            else:
+                durable = step
+            report.failures += [f"kill {k}: {p}" for p in problems]
+        report.extra["completed_runs"] = finished
+    finally:
+        dist_mod.set_rng_state(saved_rng)
+    return report
+
+
 RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {
     "import": crash_import,
     "memory-build": crash_memory_build,
@@ -477,6 +638,7 @@ RUNNERS: dict[str, Callable[[Bases, int, random.Random], Report]] = {
     "conversation": crash_conversation,
     "index-rebuild": crash_index_rebuild,
     "collab-rebuild": crash_collab_rebuild,
+    "training-checkpoint": crash_training_checkpoint,
 }
 
 

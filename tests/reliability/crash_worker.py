@@ -2,7 +2,9 @@
 prints one ``ack`` line, flushed, after each write returns. A line on stdout is therefore a
 promise that the write is durable; the harness SIGKILLs this process and checks the promises.
 
-    python -m tests.reliability.crash_worker feedback|conversation|index|collab HOME SEED
+    python -m tests.reliability.crash_worker feedback|conversation|index|collab|training HOME SEED
+
+(``training`` takes a training run folder for HOME.)
 """
 
 from __future__ import annotations
@@ -79,7 +81,26 @@ def collab(home: Path, seed: int) -> None:
             say(f"ack {n}")
 
 
+def training(out: Path, seed: int) -> None:
+    """Resumes the tiny training run in ``out`` and trains it to the end, a checkpoint after
+    every step (tests/reliability/checkpoints.py); ``ready`` comes before the resume, so kills
+    land in it too."""
+    import matplotlib.pyplot  # noqa: F401  (imported now: the kill window is the run's writes)
+
+    from tests.reliability.checkpoints import open_run, train
+
+    run = open_run(out)
+    say("ready")
+    train(run, say)
+
+
 if __name__ == "__main__":
     kind, home, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    workers = {"feedback": feedback, "conversation": conversation, "index": index, "collab": collab}
+    workers = {
+        "feedback": feedback,
+        "conversation": conversation,
+        "index": index,
+        "collab": collab,
+        "training": training,
+    }
     workers[kind](home, seed)

@@ -1,5 +1,6 @@
-"""SIGKILL during import, memory build, feedback, conversation saving and index rebuilds: the
-short, seeded run of the crash harness (scripts/reliability.py runs the same with many more kill points)."""
+"""SIGKILL during import, memory build, feedback, conversation saving, index rebuilds and
+training checkpoint saves: the short, seeded run of the crash harness (scripts/reliability.py
+runs the same with many more kill points)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_installed
 from tests.reliability.crash import RUNNERS, Bases
 
 #: Kill points per scenario here; import and memory build each rerun the whole job per kill.
@@ -18,17 +20,21 @@ KILLS = {
     "conversation": 4,
     "index-rebuild": 3,
     "collab-rebuild": 3,
+    "training-checkpoint": 3,
 }
+TRAINING_STACK = ("torch", "transformers", "peft", "safetensors", "matplotlib")
 
 
 @pytest.mark.parametrize("scenario", list(KILLS))
 def test_sigkill_loses_no_acknowledged_write(bases: Bases, scenario: str) -> None:
+    if scenario == "training-checkpoint":
+        require_installed(*TRAINING_STACK)
     report = RUNNERS[scenario](bases, KILLS[scenario], random.Random(f"crash-{scenario}"))
     assert report.failures == []
     assert report.kills == KILLS[scenario]
     if scenario in ("index-rebuild", "collab-rebuild"):
         assert report.mid_run == report.kills  # each kill hit a rebuild or a save
-    if scenario in ("feedback", "conversation"):
+    if scenario in ("feedback", "conversation", "training-checkpoint"):
         # The kills landed among acknowledged writes, not only before the first one.
         assert report.acknowledged > 0
 
@@ -75,3 +81,33 @@ def test_harness_notices_a_collaborative_index_that_does_not_match(
         "DELETE FROM records WHERE user_id IN (SELECT id FROM users WHERE ext_id != 'u1')",
     )
     assert collab_problems(home, ["u1"]) == ["collaborative scores of u1 differ from a rebuild"]
+
+
+def test_harness_notices_a_mixed_training_checkpoint(bases: Bases, tmp_path: Path) -> None:
+    """The checkpoint check is not vacuous: a latest checkpoint whose optimizer state is the
+    step before's (what an unordered, non-atomic save could leave) is noticed, and so is one
+    torn (its adapter gone) that still claims to be complete."""
+    require_installed(*TRAINING_STACK)
+    import shutil
+
+    from tests.reliability import checkpoints as ck
+    from tests.reliability.crash import training_problems
+
+    want = ck.reference()
+    out = tmp_path / "run"
+    run = ck.open_run(out)
+    for step in (1, 2, 3):
+        run.stage.log(ck.train_step(run, step))
+        run.stage.save_checkpoint(step, run.model, run.optimizer, run.scheduler)
+    assert training_problems(out, want, 3, 3)[1:] == (3, [])
+    folder = out / "checkpoints"
+    shutil.copy(folder / "step-2" / "optimizer.pt", folder / "step-3" / "optimizer.pt")
+    assert training_problems(out, want, 3, 3)[2] == [
+        "step 3: optimizer, scheduler differ from an uninterrupted run's"
+    ]
+    shutil.rmtree(folder / "step-3" / "adapter")
+    problems = training_problems(out, want, 3, 3)[2]
+    assert problems[0] == (
+        "step-3 is torn: no adapter/adapter_config.json, adapter/adapter_model.safetensors"
+    )
+    assert problems[1].startswith("resume failed")

@@ -21,7 +21,7 @@ from typing import Any
 
 from mrrec_edge.config import CONFIG_FILE, load_settings
 from mrrec_edge.errors import BundleError, InputError, StoreError
-from mrrec_edge.files import replace_dir, sha256_file
+from mrrec_edge.files import atomic_file, replace_dir, sha256_file
 from mrrec_edge.scenarios.build import (
     DATASET_VERSION,
     MANIFEST,
@@ -161,9 +161,8 @@ def _write_config(home: Path, bundle_path: Path) -> None:
     path = home / CONFIG_FILE
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_name(f".{CONFIG_FILE}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _quiet(stage: str, done: int, total: int | None) -> None:
