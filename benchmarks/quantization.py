@@ -3,11 +3,11 @@ speed, memory-call rate, format failures and NDCG@10, with its paired difference
 
 Every variant is the same model (the committed adapter merged, or ``--adapter``) exported by
 onnxruntime-genai's builder with other quantization options; each becomes a whole bundle (the
-int8 embedder is the same in all), cached under ``--cache`` by its options, adapter and export
-code, so a second run only measures. Quality is ``mrrec eval``'s own ``mrrec-rl`` row on the
-first ``--limit`` queries of ``--split`` (each variant's answers kept in ``--cache``, resumable);
-speed is ``benchmarks/decode.py``'s greedy generation (a ~300-token prompt, 128 new tokens),
-the variants alternating so that background load hits them alike.
+int8 embedder is the same in all), cached under ``--cache`` by its builder arguments, adapter
+and tool versions, so a second run only measures. Quality is ``mrrec eval``'s own ``mrrec-rl``
+row on the first ``--limit`` queries of ``--split`` (each variant's answers kept in ``--cache``,
+resumable); speed is ``benchmarks/decode.py``'s greedy generation (a ~300-token prompt, 128
+new tokens), the variants alternating so that background load hits them alike.
 
     python benchmarks/quantization.py --home HOME --dataset DATASET [--split val] [--limit 300]
         [--variants int8,int4,int4-mixed] [--runs 5] [--threads 2] [--json OUT]
@@ -53,20 +53,20 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 REFERENCE = "int8"
 CACHE = Path("~/.cache/mrrec-edge/quantization").expanduser()
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def variant_key(name: str, adapter: Path | None) -> str:
-    """What a variant's bundle depends on: its options, the adapter and the export code."""
+    """What a variant's bundle depends on: the builder's arguments, the adapter and the export's
+    tool versions (a change of the export's own code needs a fresh ``--cache``)."""
     from mrrec_edge.files import folder_records
+    from mrrec_train.export import builder_args, versions
 
     precision, options = VARIANTS[name]
-    h = hashlib.sha256(json.dumps([precision, options]).encode())
-    for code in ("export.py", "bundle_writer.py"):
-        h.update((ROOT / "training" / code).read_bytes())
+    facts = [builder_args(precision, "cpu", options), versions()]
     if adapter is not None:
-        h.update(json.dumps(folder_records(adapter), sort_keys=True).encode())
-    return f"{name}-{h.hexdigest()[:12]}"
+        facts.append(folder_records(adapter))
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+    return f"{name}-{digest[:12]}"
 
 
 def build_variant(name: str, folder: Path, adapter: Path | None) -> Path:
