@@ -188,13 +188,19 @@ def index_problems(home: Path, users: list[str], *, rebuild: bool = True) -> lis
             if report["catalog_vectors"] != items:
                 problems.append(f"{stage}: {report['catalog_vectors']} catalog vectors, {items}")
             for user in users:
-                # One user's memory is scored exactly, so the hits are every vector it has.
-                hits = store.search_memory(vector=vector_for(user), user=user, k=1000, mode="dense")
-                got = {h.entry.id for h in hits}
-                if got != expected[user]:
-                    missing, extra = expected[user] - got, got - expected[user]
-                    problems.append(f"{stage} index of {user}: missing {missing}, extra {extra}")
+                if problem := dense_mismatch(store, user, expected[user], f"{stage} index"):
+                    problems.append(problem)
     return problems
+
+
+def dense_mismatch(store: MemoryStore, user: str, expected: set[int], label: str) -> str | None:
+    """What the dense index of ``store`` gets wrong about ``user``'s vectors (None: nothing).
+    One user's memory is scored exactly, so the hits are every vector it has."""
+    hits = store.search_memory(vector=vector_for(user), user=user, k=1000, mode="dense")
+    got = {h.entry.id for h in hits}
+    if got == expected:
+        return None
+    return f"{label} of {user}: missing {expected - got}, extra {got - expected}"
 
 
 def _derived_memory(home: Path) -> dict[str, list[tuple[str, str]]]:

@@ -49,8 +49,7 @@ from typing import Any
 from mrrec_edge._core import MemoryStore
 from mrrec_edge.workspace import Workspace, parse_feedback
 from tests.helpers import ROOT
-from tests.reliability.crash import index_problems, integrity_problems
-from tests.reliability.plans import vector_for
+from tests.reliability.crash import dense_mismatch, index_problems, integrity_problems
 from tests.reliability.sql import run_sql
 
 #: The user the app chats as; the catalog's other users (see tests/reliability/conftest.py).
@@ -328,11 +327,8 @@ def app_index_problems(store: MemoryStore, home: Path, users: list[str]) -> list
     before, dense, patterns = _snapshot(home, users)
     problems = []
     for user in users:
-        hits = store.search_memory(vector=vector_for(user), user=user, k=1000, mode="dense")
-        got = {h.entry.id for h in hits}
-        if got != dense[user]:
-            missing, extra = dense[user] - got, got - dense[user]
-            problems.append(f"app's dense index of {user}: missing {missing}, extra {extra}")
+        if problem := dense_mismatch(store, user, dense[user], "app's dense index"):
+            problems.append(problem)
         for pid, text in patterns[user].items():
             found = store.search_memory(
                 text=text, user=user, tiers=["pattern"], k=1000, mode="lexical"
