@@ -29,14 +29,16 @@ import numpy as np
 
 from decode import MAX_NEW_TOKENS, build_prompt, generate_stats
 from mrrec_edge.files import user_path
+from mrrec_train.export import PRECISION_EXTRA_OPTIONS
 
-#: Variants: (precision, the builder's quantization options). ``int4`` uses k-quant rounding
-#: with the lm_head in int8; ``-mixed`` also keeps in int8 the MatMuls llama.cpp's Q4_K_M keeps
-#: in higher precision (attention and down projections of the first and last eighth of the
-#: layers and every third layer between); ``-asym`` adds a zero point per block.
+#: Variants: (precision, the builder's quantization options). ``int8`` and ``int4`` are what
+#: `mrrec bundle build --precision` exports (int4: k-quant rounding, the lm_head in int8);
+#: ``-mixed`` also keeps in int8 the MatMuls llama.cpp's Q4_K_M keeps in higher precision
+#: (attention and down projections of the first and last eighth of the layers and every third
+#: layer between); ``-asym`` adds a zero point per block.
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "int8": ("int8", ()),
-    "int4": ("int4", ("algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8")),
+    "int8": ("int8", PRECISION_EXTRA_OPTIONS["int8"]),
+    "int4": ("int4", PRECISION_EXTRA_OPTIONS["int4"]),
     "int4-mixed": (
         "int4",
         ("algo_config=k_quant", "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"),
