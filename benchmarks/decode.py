@@ -153,13 +153,12 @@ class LlamaCpp:
 
 
 def og_model(folder: Path, threads: int) -> Any:
-    """An onnxruntime-genai model with ``threads`` intra-op threads, outside LanguageModel."""
+    """The model in ``folder`` in onnxruntime-genai alone, configured as LanguageModel does."""
     import onnxruntime_genai as og
 
-    config = og.Config(str(folder))
-    session = {"intra_op_num_threads": threads}
-    config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
-    return og.Model(config)
+    from mrrec_edge.model.runtime import og_config
+
+    return og.Model(og_config(og, folder, "cpu", threads))
 
 
 class NativeLoop:
@@ -305,7 +304,8 @@ def main() -> None:
             int8_model = model
             prompt = build_prompt(model)
             n_prompt = model.count_tokens(prompt)
-    native = NativeLoop(folders["int4"], int8_model.encode(prompt), threads)
+    prompt_ids = int8_model.encode(prompt)
+    native = NativeLoop(folders["int4"], prompt_ids, threads)
     engines[NATIVE] = partial(native.generate, max_new_tokens=MAX_NEW_TOKENS)
     try:
         from mrrec_train.export import find_base_gguf
@@ -359,9 +359,8 @@ def main() -> None:
 
     passes = {}
     if args.passes:
-        ids = int8_model.encode(prompt)
-        costs = pass_costs(folders, ids, threads, args.runs)
-        label = {s: (str(s) if s else f"{len(ids)} (prompt)") for s in PASS_SIZES}
+        costs = pass_costs(folders, prompt_ids, threads, args.runs)
+        label = {s: (str(s) if s else f"{len(prompt_ids)} (prompt)") for s in PASS_SIZES}
         print("\none forward pass, ms, by tokens per pass (after the prompt's KV cache):")
         print(f"{'tokens':>14}" + "".join(f"{n:>9}" for n in costs) + f"{'int4/int8':>11}")
         for size in PASS_SIZES:

@@ -95,6 +95,19 @@ def _import_og() -> Any:
     return og
 
 
+def og_config(og: Any, folder: Path, provider: str, threads: int) -> Any:
+    """onnxruntime-genai's configuration of the model in ``folder``: ``provider`` alone, with
+    ``threads`` intra-op threads (benchmarks that drive onnxruntime-genai directly use it too, so
+    their models run as the device's do)."""
+    config = og.Config(str(folder))
+    config.clear_providers()
+    if provider != "cpu":
+        config.append_provider(provider)
+    session = {"intra_op_num_threads": threads}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
+    return config
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -291,14 +304,7 @@ class LanguageModel:
         og = _import_og()
         where = f"onnxruntime-genai {og.__version__} ({provider})"
         try:
-            og_config = og.Config(str(folder))
-            og_config.clear_providers()
-            if provider != "cpu":
-                og_config.append_provider(provider)
-            threads = threads or available_cpus()
-            session = {"intra_op_num_threads": threads}
-            og_config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
-            model = og.Model(og_config)
+            model = og.Model(og_config(og, folder, provider, threads or available_cpus()))
         except Exception as exc:  # og raises RuntimeError with ORT's message
             hint = ""
             if provider != "cpu":
