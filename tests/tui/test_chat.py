@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,23 @@ class Session:
 
 def _text(widget: Any) -> str:
     return str(widget.render())
+
+
+def _hold_after_two_tokens(model: Any) -> threading.Event:
+    """Makes the model's next stream wait after its second token until the returned event is
+    set; the streams after it run freely."""
+    release = threading.Event()
+    stream = model.stream
+
+    def held(*args: Any, **kwargs: Any) -> Iterator[str]:
+        del model.stream  # this answer only
+        for n, piece in enumerate(stream(*args, **kwargs)):
+            yield piece
+            if n == 1:
+                assert release.wait(timeout=60), "the test never released the stream"
+
+    model.stream = held
+    return release
 
 
 async def _run(home: Path) -> Session:
@@ -148,7 +167,10 @@ async def _run(home: Path) -> Session:
         seen.follow_up_items = [r["item"] for r in follow.answer.recommendations]
         seen.conversations_after = store.list_conversations("1")
         seen.messages_after = store.conversation_messages(seen.conversations[0]["id"])
-        # -- Esc cancels the next answer before its next token ("/" from the focused card)
+        # -- Esc cancels the next answer before its next token ("/" from the focused card).
+        # The real model streams it, held after its second token until Esc has been handled:
+        # otherwise a fast machine may finish the answer between the wait and the key.
+        held = _hold_after_two_tokens(app.load_model())
         await pilot.press("slash")
         assert app.focused is prompt
         await pilot.press(*"tense", "enter")
@@ -156,6 +178,8 @@ async def _run(home: Path) -> Session:
         second = list(chat.query(AssistantMessage))[2]
         await wait_for(pilot, lambda: second.answer.tokens >= 2, timeout=120, what="tokens")
         await pilot.press("escape")
+        await wait_for(pilot, lambda: chat.mrrec.state == "cancelling…", what="the cancel key")
+        held.set()
         await wait_for(pilot, lambda: not chat.generating, timeout=30, what="the cancel")
         seen.cancelled_status = second.answer.status
         messages = store.conversation_messages(seen.conversations[0]["id"])
