@@ -23,6 +23,10 @@ from typing import Any
 from mrrec_edge.assistant import TurnLimits
 from mrrec_edge.errors import ConfigError
 
+#: How the SFT teacher picks the remembered titles it names (``mrrec_train.sft.Teacher.chosen``):
+#: the closest to the held-out target, or the user's most liked.
+TEACHER_CHOICES = ("hindsight", "strength")
+
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
@@ -107,6 +111,8 @@ class SFTConfig:
     max_grad_norm: float = 1.0
     #: Memory calls the teacher makes per trace (1 or 2).
     teacher_calls: int = 1
+    #: Which remembered titles the teacher names (one of :data:`TEACHER_CHOICES`).
+    teacher_choice: str = "hindsight"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
 
@@ -237,7 +243,13 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
     for assignment in overrides or []:
         _set(data, assignment)
     data.setdefault("name", path.stem)
-    return _build(Recipe, data, str(path))
+    recipe = _build(Recipe, data, str(path))
+    if recipe.sft.teacher_choice not in TEACHER_CHOICES:
+        raise ConfigError(
+            f"{path}: sft.teacher_choice must be one of {', '.join(TEACHER_CHOICES)}, "
+            f"not {recipe.sft.teacher_choice!r}"
+        )
+    return recipe
 
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:

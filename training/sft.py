@@ -18,7 +18,9 @@ The teacher procedure, per training example (query, user, held-out target item):
    those that fit the facet first. The hindsight is in the choice: of those items, the three
    closest to the target are named, closeness being the sum of two z-scores over the
    candidates: catalog text (by the embedder) and item-kNN similarity (grounding's seed CF,
-   which the named titles feed). The reasoning and
+   which the named titles feed). (``sft.teacher_choice = "strength"`` names the most liked
+   instead, without hindsight: its traces rank worse and its student is no better,
+   docs/RESULTS.md.) The reasoning and
    ``useful_memory_ids`` cite the memories that name them (at most three, and only ids the model
    was shown); the reasoning only names them ("Use m12."), since the profile already lists
    the items and every token is decoded on the device's CPU (an earlier teacher listed them in
@@ -62,7 +64,7 @@ from mrrec_edge._core import (
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile
 from mrrec_edge.files import atomic_file
 from mrrec_edge.memory.records import Record, label, signal
-from mrrec_edge.memory.stats import LIKED
+from mrrec_edge.memory.stats import LIKED, by_strength
 from mrrec_edge.scenarios import Facet
 from mrrec_edge.scenarios.queries import CatalogItem, fits
 from mrrec_edge.workspace import Workspace
@@ -70,7 +72,7 @@ from mrrec_train import data as data_mod
 from mrrec_train.dist import Dist
 from mrrec_train.lora import save_adapter
 from mrrec_train.policy import ScoredTurn, encode_turn
-from mrrec_train.recipe import Recipe
+from mrrec_train.recipe import TEACHER_CHOICES, Recipe
 from mrrec_train.rollout import assistant_config
 from mrrec_train.trainer import (
     Stage,
@@ -148,11 +150,17 @@ class Teacher(ChatTokenizer):
         *,
         calls: int,
         config: AssistantConfig,
+        choice: str = "hindsight",
     ) -> None:
         super().__init__(tokenizer)
+        if choice not in TEACHER_CHOICES:
+            raise ValueError(
+                f"unknown teacher choice {choice!r} (one of {', '.join(TEACHER_CHOICES)})"
+            )
         self.store = ws.store
         self.embed = ws.embed_query
         self.example = example
+        self.choice = choice
         self.calls = max(1, min(calls, config.max_memory_calls))
         self.config = config
         self.target = self.store.item(example["target_item"])
@@ -187,8 +195,9 @@ class Teacher(ChatTokenizer):
 
     def chosen(self, shown: Sequence[MemoryEntry]) -> list[tuple[Record, MemoryEntry]]:
         """Up to three well-rated items the shown memories cite, with the first memory citing
-        each: those that fit the facet, then the closest to the target (the hindsight), by the
-        sum of two z-scores: catalog text (the profile signal) and item-kNN (seed CF)."""
+        each: those that fit the facet first, then (``choice``) the closest to the target
+        ("hindsight": the sum of two z-scores, catalog text and item-kNN) or the most liked
+        ("strength": rating, then the most recent, the order the memory lists them in)."""
         history = {r["record_id"]: r for r in self.store.user_history(self.example["user"])}
         liked: dict[int, tuple[Record, MemoryEntry]] = {}
         for m in shown:
@@ -198,6 +207,14 @@ class Teacher(ChatTokenizer):
                     liked.setdefault(r["item_id"], (r, m))
         if not liked:
             return []
+        if self.choice == "strength":
+            order = {
+                r["item_id"]: n
+                for n, r in enumerate(by_strength([r for r, _ in liked.values()], liked=True))
+            }
+            return sorted(
+                liked.values(), key=lambda rm: (not self.fits(rm[0]), order[rm[0]["item_id"]])
+            )[:3]
         items = self.store.items_by_id(list(liked))
         target = self.embed(self.target.text)
         text = {i.item_id: float(np.dot(self.embed(i.text), target)) for i in items}
@@ -262,8 +279,9 @@ def teacher_trace(
     *,
     config: AssistantConfig,
     calls: int,
+    choice: str = "hindsight",
 ) -> Trace:
-    teacher = Teacher(tokenizer, ws, example, calls=calls, config=config)
+    teacher = Teacher(tokenizer, ws, example, calls=calls, config=config, choice=choice)
     events = list(Assistant(ws, teacher, config).ask(example["user"], example["query"], k=10))
     done = next(e for e in events if isinstance(e, Done))
     profile = next(e for e in events if isinstance(e, Profile))
@@ -277,7 +295,14 @@ def build_traces(
     config = assistant_config(recipe.rollout)
     out = []
     for e in examples:
-        trace = teacher_trace(ws, tokenizer, e, config=config, calls=recipe.sft.teacher_calls)
+        trace = teacher_trace(
+            ws,
+            tokenizer,
+            e,
+            config=config,
+            calls=recipe.sft.teacher_calls,
+            choice=recipe.sft.teacher_choice,
+        )
         if trace.fallback:
             log.warning("teacher trace of %s fell back; skipped", e["id"])
             continue

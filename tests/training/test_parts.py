@@ -36,6 +36,8 @@ def test_every_recipe_loads_and_overrides_apply() -> None:
         load_recipe("tiny", ['grpo.steps="many"'])
     with pytest.raises(ConfigError, match="no recipe"):
         load_recipe("no-such-recipe")
+    with pytest.raises(ConfigError, match=r"tiny\.toml: sft\.teacher_choice must be one of"):
+        load_recipe("tiny", ['sft.teacher_choice="oracle"'])
 
 
 def test_batches_follow_from_the_step_and_split_over_ranks() -> None:

@@ -92,3 +92,41 @@ def test_teacher_profiles_rank_the_target_high(setup) -> None:
         assert r.stats["memory_calls"] == 1 and r.stats["malformed_turns"] == 0
         ranks.append(r.ranking.index(r.target) + 1 if r.target in r.ranking else cuts[0] + 1)
     assert sum(ranks) < sum(query_ranks), (ranks, query_ranks)
+
+
+def test_the_strength_teacher_names_the_most_liked_titles_that_fit(setup) -> None:
+    """``choice="strength"`` names no hindsight: of the well-rated items the shown memories
+    cite, those that fit the facet first, then by rating and recency (the order the memory
+    lists them in)."""
+    from mrrec_edge.memory.records import signal
+    from mrrec_edge.memory.stats import LIKED
+    from mrrec_train.sft import Teacher, teacher_trace
+
+    ws, tokenizer, examples, config = setup
+    with pytest.raises(ValueError, match="unknown teacher choice 'oracle'"):
+        Teacher(tokenizer, ws, examples[0], calls=1, config=config, choice="oracle")
+    named_any = 0
+    for example in examples:
+        teacher = Teacher(tokenizer, ws, example, calls=1, config=config, choice="strength")
+        trace = teacher_trace(ws, tokenizer, example, config=config, calls=1, choice="strength")
+        assert not trace.fallback, trace
+        prompt = trace.turns[-1][0]
+        shown = [int(i) for i in re.findall(r"^\[m(\d+)\] ", prompt, re.MULTILINE)]
+        history = {r["record_id"]: r for r in ws.store.user_history(example["user"])}
+        liked = {
+            history[s]["item_id"]: history[s]
+            for m in shown
+            for s in ws.store.get_memory(m).source_ids
+            if s in history and (signal(history[s]) or 0.0) >= LIKED
+        }
+        # The teacher's order: fitting first, then the highest rating, then the most recent.
+        key = {
+            i: (not teacher.fits(r), -signal(r), -(r["timestamp"] or 0)) for i, r in liked.items()
+        }
+        named = [i for i, r in liked.items() if f"{r['title']} ({r['year']})" in trace.profile]
+        others = [i for i in liked if i not in named]
+        assert len(named) == min(3, len(liked)), (trace.profile, len(liked))
+        if named and others:
+            assert max(key[i] for i in named) <= min(key[i] for i in others), trace.profile
+        named_any += bool(named)
+    assert named_any >= len(examples) // 2
