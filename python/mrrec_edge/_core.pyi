@@ -18,6 +18,7 @@ __version__: str
 
 # pyo3 lists every class, function and constant it adds.
 __all__ = [
+    "GROUNDING_SATURATION",
     "GROUNDING_SIGNALS",
     "TURN_STOP_STRINGS",
     "GroundRequest",
@@ -197,7 +198,8 @@ class MemoryStore:
         self, request: GroundRequest, *, weights: dict[str, float], k: int = 10
     ) -> list[GroundedItem]:
         """The ``k`` best catalog items for ``request`` by the fused grounding signals
-        (GROUNDING_SIGNALS), each z-scored over the candidates and weighted by ``weights``."""
+        (GROUNDING_SIGNALS), each z-scored over the candidates (soft-clipped at
+        ±GROUNDING_SATURATION) and weighted by ``weights``."""
     def grounding_signals(
         self, request: GroundRequest
     ) -> tuple[
@@ -323,6 +325,8 @@ class GroundedItem:
 
 #: The signals fused grounding weighs, in order.
 GROUNDING_SIGNALS: list[str]
+#: Where a normalised grounding signal saturates: ``z -> S * tanh(z / S)``.
+GROUNDING_SATURATION: float
 
 # Entries or hits for the orchestrator: the binding takes a list (&PyList), no other sequence.
 _Memories = list[MemoryEntry] | list[MemoryHit] | list[MemoryEntry | MemoryHit]

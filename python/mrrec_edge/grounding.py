@@ -2,8 +2,10 @@
 the seeded procedure that fits them on the train split.
 
 The Rust core owns the signals and the fusion (``MemoryStore.ground_fused``: each signal
-z-scored over the candidates, then summed with these weights); :class:`~mrrec_edge.workspace.
-Workspace.ground` is the one entry point the assistant, the evaluation and training call.
+z-scored over the candidates and soft-clipped at ±``GROUNDING_SATURATION``, so the
+heavy-tailed collaborative scores cannot drown the rest, then summed with these weights);
+:class:`~mrrec_edge.workspace.Workspace.ground` is the one entry point the assistant, the
+evaluation and training call.
 
 The signals (``GROUNDING_SIGNALS``):
 
@@ -47,11 +49,11 @@ PROFILE_ONLY = {"profile": 1.0}
 #: docs/RESULTS.md, "collaborative grounding"), for a bundle built without a fit (the device
 #: cannot read training/).
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "profile": 0.35,
-    "request": 0.75,
-    "user_cf": 0.35,
-    "seed_cf": 0.1,
-    "popularity": 0.35,
+    "profile": 1.0,
+    "request": 1.5,
+    "user_cf": 1.0,
+    "seed_cf": 0.5,
+    "popularity": 0.5,
 }
 
 #: A fit's file name, beside the adapter whose profiles it was fit on (``mrrec bundle build``

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::collab::Similarity;
 use crate::error::Error;
-use crate::grounding::{Weights, SIGNALS};
+use crate::grounding::{Weights, SATURATION, SIGNALS};
 use crate::import::{ImportKind, ImportOptions, ImportReport};
 use crate::metrics;
 use crate::model::{Item, ItemHit, MemoryEntry, MemoryFilter, MemoryHit, NewMemory, SearchMode, Stats, Tier};
@@ -533,7 +533,8 @@ impl PyMemoryStore {
     }
 
     /// The `k` best catalog items for `request` by the fused grounding signals (see
-    /// `GROUNDING_SIGNALS`), each z-scored over the candidates and weighted by `weights`.
+    /// `GROUNDING_SIGNALS`), each z-scored over the candidates (soft-clipped at
+    /// ±`GROUNDING_SATURATION`) and weighted by `weights`.
     #[pyo3(signature = (request, *, weights, k = 10))]
     fn ground_fused(
         &self,
@@ -547,7 +548,7 @@ impl PyMemoryStore {
         items.into_iter().map(|g| PyGroundedItem::new(py, g)).collect()
     }
 
-    /// `request`'s z-scored signals over its candidates, for fitting the weights: `(item_ids,
+    /// `request`'s normalised signals over its candidates, for fitting the weights: `(item_ids,
     /// signals, seeds)`, `signals[s]` in `GROUNDING_SIGNALS` order, the seeds those the profile
     /// named or the citations gave.
     #[allow(clippy::type_complexity)]
@@ -1114,6 +1115,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyGroundedItem>()?;
     m.add_class::<PyGroundRequest>()?;
     m.add("GROUNDING_SIGNALS", SIGNALS.to_vec())?;
+    m.add("GROUNDING_SATURATION", SATURATION)?;
     m.add_class::<PyItem>()?;
     m.add_class::<PyOrchestrator>()?;
     m.add_function(wrap_pyfunction!(ranking_metrics, m)?)?;

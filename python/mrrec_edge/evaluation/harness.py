@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mrrec_edge import __version__
-from mrrec_edge._core import Orchestrator
+from mrrec_edge._core import GROUNDING_SATURATION, Orchestrator
 from mrrec_edge.assistant import Assistant, AssistantConfig, Done, Profile, Recommendations
 from mrrec_edge.bundle import MANIFEST, Bundle
 from mrrec_edge.errors import InputError
@@ -368,6 +368,8 @@ class Evaluation:
             # What the row does, not how it is described.
             "row": [row.name, row.kind, asdict(row.config), row.static_memory, row.weights],
             "similarity": row.similarity,
+            # How grounding normalises its signals: every fused ranking depends on it.
+            "saturation": GROUNDING_SATURATION,
             # Not the MR.Rec rows' grounding weights: their answers are kept and grounded
             # again with the weights in force (see _load_checkpoint).
             "without": self.ablation_weights(role).get(row.dropped) if row.dropped else None,
