@@ -46,7 +46,7 @@ PROFILE_ONLY = {"profile": 1.0}
 
 #: The fit committed with the RL adapter (``training/adapter/grounding.json``: the hybrid
 #: weights from 1,000 train queries, then profile and seed_cf on the model's answers to 250;
-#: docs/RESULTS.md, "collaborative grounding"), for a bundle built without a fit (the device
+#: docs/RESULTS.md, "soft-clipped signals"), for a bundle built without a fit (the device
 #: cannot read training/).
 DEFAULT_WEIGHTS: dict[str, float] = {
     "profile": 1.0,

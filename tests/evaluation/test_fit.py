@@ -13,6 +13,7 @@ from mrrec_edge.config import load_settings
 from mrrec_edge.errors import ConfigError
 from mrrec_edge.evaluation.fit import fit_hybrid
 from mrrec_edge.grounding import (
+    DEFAULT_WEIGHTS,
     MODEL_FREE,
     SIGNALS,
     FitQuery,
@@ -24,6 +25,7 @@ from mrrec_edge.grounding import (
     write_fit,
 )
 from mrrec_edge.workspace import Workspace
+from tests.helpers import ROOT
 
 
 def _queries(seed: int, n: int = 60, candidates: int = 200) -> list[FitQuery]:
@@ -112,3 +114,8 @@ def test_the_hybrid_fit_on_the_prepared_workspace(prepared_home: Path, small_dat
     assert first == again
     assert set(first["weights"]) <= set(MODEL_FREE) and first["weights"]
     assert first["fit"]["queries"] > 50 and 0 < first["fit"]["train_ndcg@10"] <= 1
+
+
+def test_the_package_default_is_the_fit_committed_with_the_adapter() -> None:
+    # The device cannot read training/, so the default repeats the committed fit: keep them equal.
+    assert load_fit(ROOT / "training/adapter/grounding.json")["weights"] == DEFAULT_WEIGHTS
