@@ -17,12 +17,13 @@ prompt; retrieved memory sits in the prompts of later turns, so its tokens are n
 (nor are the system prompt, global memory and query). The mean is over all completion tokens of
 the step on a rank (token-level, as in DAPO), and DDP averages the ranks' gradients.
 
-Rollouts are decoded on a token tree (:mod:`mrrec_train.sampler`): the step's prompts share their
-prefilled tokens, so each prompt token runs once. A query's rollouts are scored in one forward
-pass (:mod:`mrrec_train.packing`): their shared first prompt once, each rollout's turns as one
-branch after it. A group whose rewards are all equal has no advantage (only the KL term would
-reach it) and is left out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is
-the ``zero_std_groups`` metric.
+Rollouts are decoded on a token tree (:mod:`mrrec_train.sampler`) over a copy of the policy with
+its adapter merged: the step's prompts share their prefilled tokens, so each prompt token runs
+once. A query's rollouts are scored together (:mod:`mrrec_train.packing`): their shared first
+prompt once, then each rollout's turns as one row of a batch behind its keys and values. A
+group whose rewards are all equal has no advantage (only the KL term would reach it) and is left
+out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is the
+``zero_std_groups`` metric.
 
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
@@ -59,7 +60,7 @@ from mrrec_edge._core import ranking_metrics
 from mrrec_train import data as data_mod
 from mrrec_train.dist import Dist
 from mrrec_train.lora import concat_adapters, save_adapter
-from mrrec_train.packing import PackedRow, pack, packed_logprobs, rollout_paths
+from mrrec_train.packing import PackedRow, PackedScorer, pack, packed_logprobs, rollout_paths
 from mrrec_train.policy import ScoredTurn, TorchPolicy
 from mrrec_train.recipe import Recipe
 from mrrec_train.rewards import REWARDS, Rollout, check_weights
@@ -189,10 +190,10 @@ def grpo_backward(
     *,
     epsilon: float,
     beta: float,
-    autocast: Any,
 ) -> dict[str, float]:
     """One pass of backward over ``groups``, one forward each (scaled to the mean over their
-    scored tokens)."""
+    scored tokens). ``trained`` is a :class:`~mrrec_train.packing.PackedScorer` (under DDP
+    when distributed)."""
     tokens = sum(g.tokens for g in groups)
     batches = groups or [_dummy_group(tokenizer)]
     scale = 1.0 / tokens if tokens else 0.0
@@ -200,7 +201,7 @@ def grpo_backward(
 
     def loss_of(i: int) -> torch.Tensor:
         g = batches[i]
-        logp = packed_logprobs(trained, g.row, device=d.device, autocast=autocast)
+        logp = trained(g.row)
         adv = torch.tensor(g.advantages, device=logp.device)
         old = g.old.to(logp.device) if g.old is not None else logp.detach()
         ref = g.ref.to(logp.device) if beta > 0 and g.ref is not None else None
@@ -283,7 +284,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
     config = assistant_config(recipe.rollout)
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
     weights = recipe.rewards.weights
-    trained = wrap(model, d)
+    trained = wrap(PackedScorer(model, device=d.device, autocast=autocast), d)
     optimizer, scheduler = optimizer_for(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps
     )
@@ -319,7 +320,6 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
                 groups,
                 epsilon=cfg.epsilon,
                 beta=cfg.beta,
-                autocast=autocast,
             )
             norm = grad_norm_step(model, optimizer, scheduler, cfg.max_grad_norm)
         seconds = time.perf_counter() - t0

@@ -7,11 +7,14 @@ first prompt for the first turns, and ``G`` copies of it plus the first completi
 the second turns. Here a rollout's turns collapse into one *path* (the last turn's sequence,
 with every turn's completion marked as scored) whenever each prompt starts with the tokens
 before it, and a query's paths are packed into one row: the prefix they share, then each
-path's own tail. A block attention mask lets a tail see the prefix and itself only, and
-position ids continue from the prefix, so every scored token gets exactly the logits it would
-get alone (float rounding aside; ``tests/training/test_packing.py`` checks it against
-:func:`mrrec_train.policy.turn_logprobs`). The gradient reaches the shared prefix from all
-branches, as it would from separate copies.
+path's own tail. The prefix runs once; its keys and values are repeated for every tail, and the
+tails run after it as one padded batch, position ids continuing from the prefix, so every
+scored token gets exactly the logits it would get alone (float rounding aside;
+``tests/training/test_packing.py`` checks it against :func:`mrrec_train.policy.turn_logprobs`).
+The gradient reaches the shared prefix from all branches through the repeated keys and values,
+as it would from separate copies. (The tails once ran in the same row as the prefix under a
+block mask; attention then costs every pair of the row's tokens, half of the pass at ~3,400
+tokens, where a tail needs the prefix and itself only.)
 
 The shared prefix stops before the first scored token of any path, so every scored token sits
 in exactly one branch and carries that rollout's advantage.
@@ -67,16 +70,6 @@ class PackedRow:
     predictors: list[int]
     owners: list[int]
 
-    def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """``[1, 1, L, L]`` additive mask: causal, and a branch sees the prefix and itself."""
-        branch = torch.tensor(self.branch)
-        index = torch.arange(len(self.ids))
-        causal = index[None, :] <= index[:, None]
-        visible = (branch[None, :] == -1) | (branch[None, :] == branch[:, None])
-        mask = torch.zeros((len(self.ids), len(self.ids)), dtype=dtype)
-        mask.masked_fill_(~(causal & visible), torch.finfo(dtype).min)
-        return mask[None, None]
-
 
 def _common_prefix(paths: Sequence[Path]) -> int:
     first = paths[0].ids
@@ -123,23 +116,73 @@ def packed_logprobs(
     device: torch.device,
     autocast: torch.dtype | None,
 ) -> torch.Tensor:
-    """Log-probability of each of ``row``'s scored tokens, in ``row.targets`` order.
+    """Log-probability of each of ``row``'s scored tokens, in ``row.targets`` order: the shared
+    prefix once, then every branch's tail in one padded batch behind the prefix's keys and
+    values.
 
-    The LM head runs only at the predicting positions (a 49k-vocabulary logit per prompt token
-    would cost more memory than the rest of the pass)."""
-    ids = torch.tensor([row.ids], device=device)
-    positions = torch.tensor([row.position_ids], device=device)
-    keep = sorted(set(row.predictors))
-    where = {p: i for i, p in enumerate(keep)}
-    mask = row.attention_mask(torch.float32).to(device)
+    ``model`` is a Hugging Face causal LM (or a PEFT model around one). The LM head runs only at
+    the predicting positions (a 49k-vocabulary logit per prompt token would cost more memory
+    than the rest of the pass)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    shared = row.branch.count(-1)  # the prefix is the row's first tokens
+    tails: dict[int, list[int]] = {}  # branch -> its row indices, in order
+    for i in range(shared, len(row.ids)):
+        tails.setdefault(row.branch[i], []).append(i)
+    width = max(len(t) for t in tails.values())
+    where: dict[int, int] = {}  # row index -> index into the flattened hidden states
+    ids, positions, keep = [], [], []
+    for b, tail in enumerate(tails.values()):
+        pad = width - len(tail)
+        ids.append([row.ids[i] for i in tail] + [0] * pad)  # pads: never seen, never read
+        last = row.position_ids[tail[-1]]
+        positions.append(
+            [row.position_ids[i] for i in tail] + list(range(last + 1, last + 1 + pad))
+        )
+        keep.append([1] * (shared + len(tail)) + [0] * pad)
+        where.update((i, shared + b * width + j) for j, i in enumerate(tail))
+    where.update((i, i) for i in range(shared))
+
+    def tensor(x: list) -> torch.Tensor:
+        return torch.tensor(x, device=device)
+
+    hidden = []
+    cache = None
     with autocast_context(device, autocast):
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            logits_to_keep=torch.tensor(keep, device=device),
-        ).logits[0]
-    rows = torch.tensor([where[p] for p in row.predictors], device=device)
-    targets = torch.tensor(row.targets, device=device)
+        if shared:
+            out = decoder(
+                input_ids=tensor([row.ids[:shared]]),
+                position_ids=tensor([row.position_ids[:shared]]),
+                use_cache=True,
+            )
+            hidden.append(out.last_hidden_state[0])
+            cache = out.cache
+            cache.batch_repeat_interleave(len(tails))
+        out = decoder(
+            input_ids=tensor(ids),
+            position_ids=tensor(positions),
+            attention_mask=tensor(keep),
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        hidden.append(out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]))
+        states = torch.cat(hidden)[tensor([where[p] for p in row.predictors])]
+        logits = head(states)
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return logp[rows, targets]
+    return logp.gather(-1, tensor(row.targets)[:, None])[:, 0]
+
+
+class PackedScorer(torch.nn.Module):
+    """:func:`packed_logprobs` as one module call: DDP must see a training pass as a single
+    forward of the module it wraps, and this pass calls the decoder twice."""
+
+    def __init__(
+        self, model: torch.nn.Module, *, device: torch.device, autocast: torch.dtype | None
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+        self.autocast = autocast
+
+    def forward(self, row: PackedRow) -> torch.Tensor:
+        return packed_logprobs(self.model, row, device=self.device, autocast=self.autocast)

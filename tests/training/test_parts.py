@@ -150,6 +150,7 @@ def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
 
     from mrrec_train.dist import Dist
     from mrrec_train.grpo import _fill, grpo_backward, pack_groups
+    from mrrec_train.packing import PackedScorer
 
     torch.manual_seed(0)
     model = get_peft_model(
@@ -166,7 +167,8 @@ def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
     groups = pack_groups(rollouts, advantages, 2, skip_equal=True)
     assert len(groups) == 1 and groups[0].tokens == 8
     _fill(model, groups, "ref", d, None)
-    grpo_backward(model, d, tok, groups, epsilon=0.2, beta=0.1, autocast=None)
+    scorer = PackedScorer(model, device=d.device, autocast=None)
+    grpo_backward(scorer, d, tok, groups, epsilon=0.2, beta=0.1)
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
 
