@@ -99,3 +99,23 @@ def test_a_row_stops_at_a_stop_string_or_the_end_token() -> None:
         tokenizer=_Tokens(),
     )[0]
     assert stopped == first[:1]
+
+
+def test_rollouts_decode_a_merged_copy_with_the_adapters_logits() -> None:
+    """The tree decodes with the LoRA adapter folded into a copy of the weights: the policy's
+    own logits, and the trained model keeps its adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    from mrrec_train.policy import _merged
+
+    torch.manual_seed(0)
+    policy = get_peft_model(
+        tiny_llama(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    ids = [5, 6, 7, 8, 9]
+    merged = _merged(policy)
+    assert not hasattr(merged, "peft_config") and hasattr(policy, "peft_config")
+    expected = _alone(policy, ids)
+    assert torch.allclose(_alone(merged, ids), expected, atol=1e-5)
+    with policy.disable_adapter():  # the adapter changes the logits: the test can fail
+        assert not torch.allclose(_alone(policy, ids), expected, atol=1e-3)
