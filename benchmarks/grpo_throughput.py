@@ -1,19 +1,23 @@
 """GRPO throughput on this CPU: the first loop against the current one, in one run.
 
 - The first loop: rollouts decoded by Hugging Face ``generate`` (every row's whole prompt at
-  every turn), and every turn scored on its own, in left-padded batches of four.
+  every turn), and every turn scored on its own, in left-padded batches of four; 2 queries a
+  step, rollouts in batches of 8 (the cpu recipe of the time).
 - The current loop: rollouts decoded on a token tree (:mod:`mrrec_train.sampler`: each prompt
-  token prefilled once a step), a query's rollouts scored in one packed pass
-  (:mod:`mrrec_train.packing`), and groups whose rewards are all equal left out of the loss.
+  token prefilled once a step, the LoRA adapter merged into the decoding copy), a query's
+  rollouts scored after their shared prompt (:mod:`mrrec_train.packing`), and groups whose
+  rewards are all equal left out of the loss. Run twice: at the first loop's batch (2
+  queries), and at the recipe's ``queries_per_step`` and ``max_batch`` (more rows per decode
+  step cost little more than fewer on this CPU).
 
-Each of ``--steps`` steps rolls out ``--queries`` training queries ``group_size`` times with each
-loop (the policy: the recipe's SFT adapter), then runs that loop's loss phase on its rollouts:
-the reference's log-probabilities and the clipped objective's forward and backward. No
-optimizer step is taken, so both loops sample from the same policy. Reported: where a step's
-time goes, and per loop the queries with signal (groups whose rewards differ) and rollouts per
-CPU-hour (wall time x threads).
+Each of ``--steps`` steps rolls out each loop's queries ``group_size`` times (the policy: the
+recipe's SFT adapter), then runs that loop's loss phase on its rollouts: the reference's
+log-probabilities and the clipped objective's forward and backward. No optimizer step is taken,
+so every loop samples from the same policy. Reported: where a step's time goes, and per loop
+the queries with signal (groups whose rewards differ) and rollouts per CPU-hour (wall time x
+threads).
 
-    python benchmarks/grpo_throughput.py --recipe cpu [--steps 3] [--queries 2] [--threads 2]
+    python benchmarks/grpo_throughput.py --recipe cpu [--steps 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mrrec_train.grpo import (
     pack_groups,
     policy_loss,
 )
+from mrrec_train.packing import PackedScorer
 from mrrec_train.policy import ScoredTurn, TorchPolicy, turn_logprobs
 from mrrec_train.recipe import add_recipe_args, load_recipe
 from mrrec_train.rewards import REWARDS
@@ -44,6 +49,10 @@ from mrrec_train.trainer import load_policy, micro_batches
 
 #: Turns per forward pass in the first loop (the cpu recipe's former ``micro_batch``).
 TURN_BATCH = 4
+#: The first loop's queries a step and rollouts per decoding batch (the cpu recipe's former
+#: ``queries_per_step`` and ``max_batch``).
+FIRST_QUERIES = 2
+FIRST_BATCH = 8
 
 
 def turnwise_loss(model, tok, turns, advantages, *, epsilon: float, beta: float) -> int:
@@ -70,8 +79,10 @@ def turnwise_loss(model, tok, turns, advantages, *, epsilon: float, beta: float)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_recipe_args(parser)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--queries", type=int, default=2, help="Queries per step.")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument(
+        "--queries", type=int, help="The current loop's queries per step (the recipe's)."
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=user_path, help="Also write the figures here.")
     args = parser.parse_args()
@@ -84,11 +95,18 @@ def main() -> int:
     tok, model = load_policy(recipe, d, merge=init_adapter(recipe))
     seed_everything(recipe.seed)
     policy = TorchPolicy(model, tok, device=d.device, max_batch=recipe.rollout.max_batch)
+    scorer = PackedScorer(model, device=d.device, autocast=None)
     config = assistant_config(recipe.rollout)
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
     weights = recipe.rewards.weights
 
-    loops = {"first": ("generate", "turnwise"), "current": ("tree", "packed")}
+    queries = args.queries or cfg.queries_per_step
+    # name: (decoding engine, loss, queries a step, rollout batch)
+    loops = {
+        "first": ("generate", "turnwise", FIRST_QUERIES, FIRST_BATCH),
+        "current@2": ("tree", "packed", FIRST_QUERIES, FIRST_BATCH),
+        f"current@{queries}": ("tree", "packed", queries, recipe.rollout.max_batch),
+    }
     seconds = {loop: {"rollout": 0.0, "loss": 0.0} for loop in loops}
     counts = {
         loop: {"queries": 0, "signal": 0, "rollouts": 0, "loss_tokens": 0, "reward": 0.0}
@@ -96,9 +114,9 @@ def main() -> int:
     }
     formats = {loop: 0.0 for loop in loops}
     for step in range(args.steps):
-        batch = data_mod.batch_for_step(examples, step, args.queries, seed=recipe.seed)
-        for loop, (engine, loss) in loops.items():
-            policy.engine = engine
+        for loop, (engine, loss, n, max_batch) in loops.items():
+            batch = data_mod.batch_for_step(examples, step, n, seed=recipe.seed)
+            policy.engine, policy.max_batch = engine, max_batch
             policy.new_step(step)
             model.eval()
             t0 = time.perf_counter()
@@ -120,9 +138,7 @@ def main() -> int:
                 if groups:
                     with model.disable_adapter():
                         _fill(model, groups, "ref", d, None)
-                grpo_backward(
-                    model, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta, autocast=None
-                )
+                grpo_backward(scorer, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta)
                 tokens = sum(len(g.row.ids) for g in groups)
             seconds[loop]["loss"] += time.perf_counter() - t0
             model.zero_grad(set_to_none=True)
@@ -163,24 +179,25 @@ def main() -> int:
         for loop in loops
     }
     print(
-        f"\n{args.steps} steps x {args.queries} queries x {cfg.group_size} rollouts, "
-        f"{args.threads} threads, policy: {init_adapter(recipe) or 'the base model'}"
+        f"\n{args.steps} steps, {cfg.group_size} rollouts a query, {args.threads} threads, "
+        f"policy: {init_adapter(recipe) or 'the base model'}"
     )
     names = list(rows["first"])
     print(f"{'':34}" + "".join(f"{loop:>12}" for loop in loops))
     for name in names:
         print(f"{name:34}" + "".join(f"{rows[loop][name]!s:>12}" for loop in loops))
-    ratio = None
-    if counts["first"]["signal"] and counts["current"]["signal"]:
-        ratio = (
-            rows["current"]["queries_with_signal_per_cpu_hour"]
-            / rows["first"]["queries_with_signal_per_cpu_hour"]
-        )
-        print(f"current / first, queries with signal per CPU-hour: {ratio:.2f}x")
-    else:
-        print("current / first: n/a (a loop had no group with signal)")
+    ratios = {}
+    for loop in list(loops)[1:]:
+        if counts["first"]["signal"] and counts[loop]["signal"]:
+            ratios[loop] = (
+                rows[loop]["queries_with_signal_per_cpu_hour"]
+                / rows["first"]["queries_with_signal_per_cpu_hour"]
+            )
+            print(f"{loop} / first, queries with signal per CPU-hour: {ratios[loop]:.2f}x")
+        else:
+            print(f"{loop} / first: n/a (a loop had no group with signal)")
     if args.json:
-        out = {"seconds": seconds, "counts": counts, "rows": rows, "ratio": ratio}
+        out = {"seconds": seconds, "counts": counts, "rows": rows, "ratios": ratios}
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0
 
