@@ -7,6 +7,7 @@ behave the same everywhere.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -81,6 +82,7 @@ class Workspace:
         )
         self._embedder: Embedder | None = None
         self._recent_vectors: dict[str, np.ndarray] = {}  # text -> vector, oldest first
+        self._recent_lock = threading.Lock()
         self._model: LanguageModel | None = None
 
     @classmethod
@@ -112,14 +114,17 @@ class Workspace:
 
     def embed_query(self, text: str) -> np.ndarray:
         """``text``'s vector. The last few are kept: an answer embeds its request for global
-        memory and again for grounding."""
-        vector = self._recent_vectors.pop(text, None)
+        memory and again for grounding. Safe from many threads (training rolls out many
+        answers at once); the embedding itself runs outside the lock."""
+        with self._recent_lock:
+            vector = self._recent_vectors.pop(text, None)
         if vector is None:
             vector = self.embedder.embed([text])[0]
             vector.setflags(write=False)  # shared between callers
-        self._recent_vectors[text] = vector
-        while len(self._recent_vectors) > RECENT_VECTORS:
-            del self._recent_vectors[next(iter(self._recent_vectors))]
+        with self._recent_lock:
+            self._recent_vectors[text] = vector
+            while len(self._recent_vectors) > RECENT_VECTORS:
+                del self._recent_vectors[next(iter(self._recent_vectors))]
         return vector
 
     def pending_embeddings(self) -> int:

@@ -119,3 +119,30 @@ def test_forgetting_a_behavior_record_deletes_the_record_it_remembers(ws: Worksp
     assert entry.item not in {e.item for e in behavior}
     derived = ws.store.list_memory(user="1", tiers=["pattern", "profile"], limit=100_000)
     assert all(record not in e.source_ids for e in derived)
+
+
+def test_query_vectors_are_cached_safely_from_many_threads(ws: Workspace) -> None:
+    """Training rolls out many answers at once, each embedding its request from its own
+    thread: the cache of recent query vectors stays bounded and right under that. (Unlocked,
+    a thread's eviction raced another's insertion, "dictionary changed size during
+    iteration", in about half of these runs.)"""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mrrec_edge.workspace import RECENT_VECTORS
+
+    # One more text than the cache holds, in a seeded random order: mostly hits (each a pop
+    # and an insert), and an eviction every few calls.
+    texts = [f"a film about heists, number {i}" for i in range(RECENT_VECTORS + 1)]
+    expected = {t: ws.embedder.embed([t])[0] for t in texts}
+    calls = [texts[i] for i in np.random.default_rng(0).integers(0, len(texts), 4000)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            got = list(pool.map(ws.embed_query, calls))
+    finally:
+        sys.setswitchinterval(interval)
+    for text, vector in zip(calls, got, strict=True):
+        np.testing.assert_allclose(vector, expected[text], atol=1e-6)
+    assert len(ws._recent_vectors) <= RECENT_VECTORS
