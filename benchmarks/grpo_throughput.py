@@ -2,17 +2,20 @@
 
 - The first loop: rollouts decoded by Hugging Face ``generate`` (every row's whole prompt at
   every turn), and every turn scored on its own, in left-padded batches of four; 2 queries a
-  step, rollouts in batches of 8 (the cpu recipe of the time).
+  step, rollouts in batches of 8, an adapter on every layer and a KL term (the cpu recipe of
+  the time).
 - The current loop: rollouts decoded on a token tree (:mod:`mrrec_train.sampler`: each prompt
   token prefilled once a step, the LoRA adapter merged into the decoding copy), a query's
-  rollouts scored after their shared prompt (:mod:`mrrec_train.packing`), and groups whose
-  rewards are all equal left out of the loss. Run twice: at the first loop's batch (2
-  queries), and at the recipe's ``queries_per_step`` and ``max_batch`` (more rows per decode
-  step cost little more than fewer on this CPU).
+  rollouts scored after their shared prompt (:mod:`mrrec_train.packing`), groups whose
+  rewards are all equal left out of the loss, and the recipe's objective (``grpo.lora_layers``
+  and ``grpo.beta``: the cpu recipe trains the top layers only, without a reference pass).
+  Run twice: at the first loop's batch (2 queries), and at the recipe's ``queries_per_step``
+  and ``max_batch`` (more rows per decode step cost little more than fewer on this CPU).
 
 Each of ``--steps`` steps rolls out each loop's queries ``group_size`` times (the policy: the
 recipe's SFT adapter), then runs that loop's loss phase on its rollouts: the reference's
-log-probabilities and the clipped objective's forward and backward. No optimizer step is taken,
+log-probabilities where the loop has a KL term, and the clipped objective's forward and
+backward. No optimizer step is taken,
 so every loop samples from the same policy. Reported: where a step's time goes, and per loop
 the queries with signal (groups whose rewards differ) and rollouts per CPU-hour (wall time x
 threads).
@@ -50,9 +53,11 @@ from mrrec_train.trainer import load_policy, micro_batches
 #: Turns per forward pass in the first loop (the cpu recipe's former ``micro_batch``).
 TURN_BATCH = 4
 #: The first loop's queries a step and rollouts per decoding batch (the cpu recipe's former
-#: ``queries_per_step`` and ``max_batch``).
+#: ``queries_per_step`` and ``max_batch``), and its objective: an adapter on every layer, and
+#: the KL term to the reference at the cpu recipe's former ``beta``.
 FIRST_QUERIES = 2
 FIRST_BATCH = 8
+FIRST_BETA = 0.04
 
 
 def turnwise_loss(model, tok, turns, advantages, *, epsilon: float, beta: float) -> int:
@@ -92,8 +97,11 @@ def main() -> int:
     cfg = recipe.grpo
     d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
     ws, examples = prepare(recipe, d)
-    tok, model = load_policy(recipe, d, merge=init_adapter(recipe))
+    # Both adapters start at zero, so both loops sample from the same policy.
+    tok, first_model = load_policy(recipe, d, merge=init_adapter(recipe))
+    _, model = load_policy(recipe, d, merge=init_adapter(recipe), lora_layers=cfg.lora_layers)
     seed_everything(recipe.seed)
+    first_policy = TorchPolicy(first_model, tok, device=d.device, max_batch=FIRST_BATCH)
     policy = TorchPolicy(model, tok, device=d.device, max_batch=recipe.rollout.max_batch)
     scorer = PackedScorer(model, device=d.device, autocast=None)
     config = assistant_config(recipe.rollout)
@@ -104,7 +112,7 @@ def main() -> int:
     # name: (decoding engine, loss, queries a step, rollout batch)
     loops = {
         "first": ("generate", "turnwise", FIRST_QUERIES, FIRST_BATCH),
-        "current@2": ("tree", "packed", FIRST_QUERIES, FIRST_BATCH),
+        f"current@{FIRST_QUERIES}": ("tree", "packed", FIRST_QUERIES, FIRST_BATCH),
         f"current@{queries}": ("tree", "packed", queries, recipe.rollout.max_batch),
     }
     seconds = {loop: {"rollout": 0.0, "loss": 0.0} for loop in loops}
@@ -116,32 +124,38 @@ def main() -> int:
     for step in range(args.steps):
         for loop, (engine, loss, n, max_batch) in loops.items():
             batch = data_mod.batch_for_step(examples, step, n, seed=recipe.seed)
-            policy.engine, policy.max_batch = engine, max_batch
-            policy.new_step(step)
-            model.eval()
+            first = loss == "turnwise"
+            loop_policy, loop_model = (first_policy, first_model) if first else (policy, model)
+            loop_policy.engine, loop_policy.max_batch = engine, max_batch
+            loop_policy.new_step(step)
+            loop_model.eval()
             t0 = time.perf_counter()
-            rs = rollouts(ws, policy, batch, config=config, group_size=cfg.group_size, cuts=cuts)
+            rs = rollouts(
+                ws, loop_policy, batch, config=config, group_size=cfg.group_size, cuts=cuts
+            )
             seconds[loop]["rollout"] += time.perf_counter() - t0
             totals = [sum(weights[n] * REWARDS[n](r) for n in weights) for r in rs]
             advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
-            turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
+            turns = [[ScoredTurn(*loop_policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
 
-            model.train()
+            loop_model.train()
             t0 = time.perf_counter()
-            if loss == "turnwise":
-                turnwise_loss(model, tok, turns, advantages, epsilon=cfg.epsilon, beta=cfg.beta)
+            if first:
+                turnwise_loss(
+                    first_model, tok, turns, advantages, epsilon=cfg.epsilon, beta=FIRST_BETA
+                )
                 tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for ts in turns for t in ts)
             else:
                 groups = pack_groups(
                     turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups
                 )
-                if groups:
+                if groups and cfg.beta > 0:
                     with model.disable_adapter():
                         _fill(model, groups, "ref", d, None)
                 grpo_backward(scorer, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta)
                 tokens = sum(len(g.row.ids) for g in groups)
             seconds[loop]["loss"] += time.perf_counter() - t0
-            model.zero_grad(set_to_none=True)
+            loop_model.zero_grad(set_to_none=True)
 
             c = counts[loop]
             c["queries"] += len(batch)
@@ -180,7 +194,8 @@ def main() -> int:
     }
     print(
         f"\n{args.steps} steps, {cfg.group_size} rollouts a query, {args.threads} threads, "
-        f"policy: {init_adapter(recipe) or 'the base model'}"
+        f"policy: {init_adapter(recipe) or 'the base model'}; the current loop's adapter on "
+        f"{cfg.lora_layers or 'all'} layers, KL coefficient {cfg.beta} (first: all, {FIRST_BETA})"
     )
     names = list(rows["first"])
     print(f"{'':34}" + "".join(f"{loop:>12}" for loop in loops))

@@ -27,8 +27,9 @@ out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is the
 
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
-disabled (no second copy). The shipped adapter joins both into one
-(:func:`mrrec_train.lora.concat_adapters`).
+disabled (no second copy). With ``beta = 0`` no reference pass runs. ``lora_layers`` puts the
+fresh adapter on the top layers only, so the backward pass stops at the lowest of them. The
+shipped adapter joins both into one (:func:`mrrec_train.lora.concat_adapters`).
 
 Why not TRL's GRPOTrainer. Its generation and multi-turn machinery own the conversation: tools
 are functions it calls from tool calls parsed in the chat template's own format, and custom
@@ -215,7 +216,10 @@ def grpo_backward(
 
     backward_all(trained, d, batches, loss_of)
     n = max(1, tokens)
-    return {"loss": sums["loss"] / n, "kl": sums["kl"] / n, "clip_frac": sums["clipped"] / n}
+    out = {"loss": sums["loss"] / n, "clip_frac": sums["clipped"] / n}
+    if beta > 0:  # without a reference there is no KL to report
+        out["kl"] = sums["kl"] / n
+    return out
 
 
 def rollout_metrics(rs: Sequence[Rollout], totals: Sequence[float], group_size: int) -> dict:
@@ -271,7 +275,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
     stage = Stage(recipe, "grpo", recipe.grpo_dir, d)
     ws, examples = prepare(recipe, d)
     start_from = init_adapter(recipe)
-    tokenizer, model = load_policy(recipe, d, merge=start_from)
+    tokenizer, model = load_policy(recipe, d, merge=start_from, lora_layers=cfg.lora_layers)
     autocast = autocast_dtype(recipe, d.device)
     policy = TorchPolicy(
         model,
@@ -341,14 +345,14 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         if d.main:
             _log_sample(stage.out, step + 1, rs[0])
             log.info(
-                "grpo step %d/%d reward %.3f format %.2f memory %.2f ndcg@10 %.3f kl %.4f (%.1fs)",
+                "grpo step %d/%d reward %.3f format %.2f memory %.2f ndcg@10 %.3f%s (%.1fs)",
                 step + 1,
                 cfg.steps,
                 metrics["reward"],
                 metrics["format_rate"],
                 metrics["memory_call_rate"],
                 metrics["ndcg@10"],
-                metrics["kl"],
+                f" kl {metrics['kl']:.4f}" if "kl" in metrics else "",
                 seconds,
             )
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:

@@ -21,13 +21,20 @@ from mrrec_train.recipe import LoraSettings
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
+#: What PEFT puts before a module's name in the keys it saves.
+SAVED_PREFIX = "base_model.model."
 
 
-def new_lora(model: Any, settings: LoraSettings) -> Any:
-    """``model`` wrapped with a fresh trainable LoRA adapter (B = 0: it starts as a no-op)."""
+def new_lora(model: Any, settings: LoraSettings, *, last_layers: int = 0) -> Any:
+    """``model`` wrapped with a fresh trainable LoRA adapter (B = 0: it starts as a no-op), on
+    its last ``last_layers`` decoder layers only when that is above 0."""
     from peft import LoraConfig, get_peft_model
 
+    n = int(model.config.num_hidden_layers)
+    if not 0 <= last_layers <= n:
+        raise ValueError(f"LoRA on the last {last_layers} layers: the model has {n} decoder layers")
     config = LoraConfig(
+        layers_to_transform=list(range(n - last_layers, n)) if last_layers else None,
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
@@ -108,8 +115,16 @@ def concat_adapters(first: Path, second: Path, out: Path) -> Path:
                 )
         joined[f"{prefix}.lora_A.weight"] = torch.cat([p[0] for p in parts], dim=0).contiguous()
         joined[f"{prefix}.lora_B.weight"] = torch.cat([p[1] for p in parts], dim=1).contiguous()
-    targets = sorted(set(config1["target_modules"]) | set(config2["target_modules"]))
-    config = {**config1, "r": r1 + r2, "lora_alpha": r1 + r2, "target_modules": targets}
+    # The exact modules that have weights: names alone ("o_proj") would also create, with
+    # freshly initialised weights, those of layers that neither adapter trained.
+    targets = sorted(prefix.removeprefix(SAVED_PREFIX) for prefix in set(m1) | set(m2))
+    config = {
+        **config1,
+        "r": r1 + r2,
+        "lora_alpha": r1 + r2,
+        "target_modules": targets,
+        "layers_to_transform": None,
+    }
     with atomic_dir(out, durable=True) as tmp:
         save_file(joined, str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")

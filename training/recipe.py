@@ -131,6 +131,9 @@ class GRPOConfig:
     epsilon: float = 0.2
     #: KL coefficient to the reference (the policy GRPO started from); 0 skips the reference.
     beta: float = 0.04
+    #: Train the GRPO adapter on the last N decoder layers only (0: all of them). Nothing below
+    #: the lowest trained layer needs a gradient, so the backward pass stops there.
+    lora_layers: int = 0
     #: Optimizer passes over each batch of rollouts (1: on-policy, the ratio starts at 1).
     ppo_epochs: int = 1
     #: Divide advantages by the group's standard deviation (GRPO); false: only centre them.

@@ -30,6 +30,47 @@ from mrrec_train.policy import autocast_context
 
 #: Tokens decoded back when checking a row's text for a stop string (longer than any of them).
 STOP_WINDOW = 12
+#: The attention the tree's passes run (registered below).
+TREE_ATTENTION = "sdpa_grouped_kv"
+
+
+def _grouped_kv_sdpa(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Transformers' SDPA attention, but with ``enable_gqa`` under a mask too. Transformers
+    copies each key/value head out to its query heads whenever a mask is given on CPU, and a
+    tree pass always has one: at 8,000 nodes that copy made a batch-32 decode step ~1.2x slower
+    (``benchmarks/grpo_throughput.py``). Same arithmetic, same logits."""
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=query.shape[2] > 1 and attention_mask is None and causal,
+        enable_gqa=True,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_tree_attention() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(TREE_ATTENTION, _grouped_kv_sdpa)
+    AttentionMaskInterface.register(TREE_ATTENTION, sdpa_mask)
 
 
 @dataclass(frozen=True)
@@ -45,8 +86,11 @@ class TokenTree:
     """Token sequences as a trie whose nodes' keys and values sit in one KV cache."""
 
     def __init__(self, model: Any, device: torch.device, autocast: Any = None) -> None:
+        """``model``'s attention is switched to :data:`TREE_ATTENTION` (the same function)."""
         from transformers import DynamicCache
 
+        _register_tree_attention()
+        model.set_attn_implementation(TREE_ATTENTION)
         self.model = model
         self.device = device
         self.autocast = autocast

@@ -54,8 +54,11 @@ def autocast_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     return AUTOCAST[name]
 
 
-def load_policy(recipe: Recipe, d: Dist, *, merge: Path | None = None) -> tuple[Any, Any]:
-    """(tokenizer, PEFT model on this rank's device) with a fresh LoRA adapter.
+def load_policy(
+    recipe: Recipe, d: Dist, *, merge: Path | None = None, lora_layers: int = 0
+) -> tuple[Any, Any]:
+    """(tokenizer, PEFT model on this rank's device) with a fresh LoRA adapter (on the last
+    ``lora_layers`` decoder layers, or all when 0).
 
     ``merge`` (a PEFT folder) is merged into the base weights first. Rank 0 converts the base
     model if it is not cached yet; every rank seeds the same way, so the fresh adapters agree.
@@ -70,7 +73,7 @@ def load_policy(recipe: Recipe, d: Dist, *, merge: Path | None = None) -> tuple[
 
         model = merge_adapter(model, merge)
     dist_mod.seed_everything(recipe.seed)
-    model = new_lora(model, recipe.lora)
+    model = new_lora(model, recipe.lora, last_layers=lora_layers)
     model.to(d.device)
     return tokenizer, model
 

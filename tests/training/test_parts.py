@@ -107,21 +107,44 @@ def test_turn_logprobs_match_unpadded_forward_passes() -> None:
             assert float(logp[row, : 4 - n].abs().sum()) == 0.0
 
 
-def test_concat_adapters_equals_merging_one_then_applying_the_other(tmp_path: Path) -> None:
+def test_a_fresh_adapter_on_the_last_layers_trains_those_layers_only() -> None:
+    from mrrec_train.lora import new_lora
+    from mrrec_train.recipe import LoraSettings
+
+    model = new_lora(tiny_llama(), LoraSettings(r=2, alpha=4), last_layers=1)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all(".layers.1." in n for n in trained)
+    everywhere = new_lora(tiny_llama(), LoraSettings(r=2, alpha=4))
+    assert any(".layers.0." in n for n, p in everywhere.named_parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="the model has 2 decoder layers"):
+        new_lora(tiny_llama(), LoraSettings(), last_layers=3)
+
+
+@pytest.mark.parametrize("second_layers", [None, [1]], ids=["every-layer", "last-layer"])
+def test_concat_adapters_equals_merging_one_then_applying_the_other(
+    tmp_path: Path, second_layers: list[int] | None
+) -> None:
+    """Also when the second adapter covers the last layer only (GRPO's ``lora_layers``)."""
     from peft import LoraConfig, get_peft_model
 
     targets = ["q_proj", "v_proj", "down_proj"]
 
-    def lora(model, r: int, alpha: int, modules: list[str]):
+    def lora(model, r: int, alpha: int, modules: list[str], layers: list[int] | None = None):
         # Random A and B (init_lora_weights=False): a non-trivial delta to compare.
-        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=modules, init_lora_weights=False)
+        config = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            target_modules=modules,
+            layers_to_transform=layers,
+            init_lora_weights=False,
+        )
         return get_peft_model(model, config)
 
     first, second = tmp_path / "first", tmp_path / "second"
     torch.manual_seed(1)
     lora(tiny_llama(), 4, 8, targets).save_pretrained(str(first))
     torch.manual_seed(2)
-    lora(tiny_llama(), 2, 7, [*targets, "o_proj"]).save_pretrained(str(second))
+    lora(tiny_llama(), 2, 7, [*targets, "o_proj"], second_layers).save_pretrained(str(second))
     joined = concat_adapters(first, second, tmp_path / "joined")
 
     from peft import PeftModel

@@ -19,8 +19,12 @@ def _alone(model, ids: list[int]) -> torch.Tensor:
 
 
 def test_every_row_gets_the_logits_of_its_own_sequence() -> None:
+    """Against the same weights with Transformers' own attention (the tree switches its model
+    to grouped key/value heads under a mask)."""
     model = tiny_llama()
-    tree = TokenTree(model, CPU)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    tree = TokenTree(tiny_llama(), CPU)
+    assert tree.model.config._attn_implementation != model.config._attn_implementation
     prompt = [5, 6, 7, 8, 9]
     first = [tree.append(-1, prompt)]
     for _ in range(2):  # a second row with the same prompt shares its nodes
