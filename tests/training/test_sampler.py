@@ -46,6 +46,32 @@ def test_every_row_gets_the_logits_of_its_own_sequence() -> None:
     assert len(tree) == 10  # every token of the three sequences once
 
 
+def test_rows_below_different_prompts_attend_over_their_own_branch() -> None:
+    """Two prompts after a shared system prompt, rows below each: one attention group per
+    prompt, each over the nodes its rows see, and every row still gets its own logits."""
+    model = tiny_llama()
+    tree = TokenTree(tiny_llama(), CPU)
+    system = tree.append(-1, [3, 4, 5])
+    tree.forward([system])
+    first, second = tree.append(system.last, [10, 11]), tree.append(system.last, [20, 21, 22])
+    tree.forward([first, second])
+    rows = [
+        tree.append(first.last, [30]),
+        tree.append(first.last, [31, 32]),
+        tree.append(second.last, [33]),
+    ]
+    groups = []
+    grouping = tree._groups
+    tree._groups = lambda chains, visible: groups.append(grouping(chains, visible)) or groups[-1]
+    got = tree.forward(rows)
+    ((by_first, by_second),) = groups
+    assert by_first[0].tolist() == [0, 1, 2] and by_second[0].tolist() == [3]
+    assert set(by_first[1].tolist()).isdisjoint(range(second.first, second.last + 1))
+    sequences = [[3, 4, 5, 10, 11, 30], [3, 4, 5, 10, 11, 31, 32], [3, 4, 5, 20, 21, 22, 33]]
+    for logits, ids in zip(got, sequences, strict=True):
+        assert torch.allclose(logits, _alone(model, ids), atol=1e-5)
+
+
 class _Tokens:
     """Decodes ids as letters (id 1 is the end token, 2 stands for '>')."""
 
