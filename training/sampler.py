@@ -201,9 +201,10 @@ class TokenTree:
         members: dict[int, list[_Chain]] = {}
         for c in chains:  # a chain with no base node below the shared prefix starts its own
             members.setdefault(c.base[shared] if len(c.base) > shared else c.first, []).append(c)
-        if len(members) < 2:
-            return None
         old = self._forwarded
+        # Every new node must sit in one group (its output is written by its group only).
+        if len(members) < 2 or sum(c.last - c.first + 1 for c in chains) != len(self) - old:
+            return None
         out = []
         for group in members.values():
             rows = torch.cat([torch.arange(c.first - old, c.last - old + 1) for c in group])
