@@ -8,7 +8,8 @@
   token prefilled once a step, the LoRA adapter merged into the decoding copy), a query's
   rollouts scored after their shared prompt (:mod:`mrrec_train.packing`), groups whose
   rewards are all equal left out of the loss, and the recipe's objective (``grpo.lora_layers``
-  and ``grpo.beta``: the cpu recipe trains the top layers only, without a reference pass).
+  and ``grpo.beta``: the cpu recipe trains the top layers only, without a reference pass); the
+  loss pass starts at the lowest trained layer, from the inputs the decoding kept.
   Run twice: at the first loop's batch (2 queries), and at the recipe's ``queries_per_step``
   and ``max_batch`` (more rows per decode step cost little more than fewer on this CPU).
 
@@ -39,9 +40,11 @@ from mrrec_train.grpo import (
     group_advantages,
     grpo_backward,
     init_adapter,
+    keep_layer_inputs,
     pack_groups,
     policy_loss,
 )
+from mrrec_train.lora import frozen_layers
 from mrrec_train.packing import PackedScorer
 from mrrec_train.policy import ScoredTurn, TorchPolicy, turn_logprobs
 from mrrec_train.recipe import add_recipe_args, load_recipe
@@ -102,8 +105,11 @@ def main() -> int:
     _, model = load_policy(recipe, d, merge=init_adapter(recipe), lora_layers=cfg.lora_layers)
     seed_everything(recipe.seed)
     first_policy = TorchPolicy(first_model, tok, device=d.device, max_batch=FIRST_BATCH)
-    policy = TorchPolicy(model, tok, device=d.device, max_batch=recipe.rollout.max_batch)
-    scorer = PackedScorer(model, device=d.device, autocast=None)
+    frozen = frozen_layers(model)
+    policy = TorchPolicy(
+        model, tok, device=d.device, max_batch=recipe.rollout.max_batch, keep_inputs_of=frozen
+    )
+    scorer = PackedScorer(model, device=d.device, autocast=None, start_layer=frozen)
     config = assistant_config(recipe.rollout)
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
     weights = recipe.rewards.weights
@@ -117,7 +123,14 @@ def main() -> int:
     }
     seconds = {loop: {"rollout": 0.0, "loss": 0.0} for loop in loops}
     counts = {
-        loop: {"queries": 0, "signal": 0, "rollouts": 0, "loss_tokens": 0, "reward": 0.0}
+        loop: {
+            "queries": 0,
+            "signal": 0,
+            "rollouts": 0,
+            "loss_tokens": 0,
+            "from_kept_inputs": 0,
+            "reward": 0.0,
+        }
         for loop in loops
     }
     formats = {loop: 0.0 for loop in loops}
@@ -145,15 +158,18 @@ def main() -> int:
                     first_model, tok, turns, advantages, epsilon=cfg.epsilon, beta=FIRST_BETA
                 )
                 tokens = sum(len(t.prompt_ids) + len(t.completion_ids) for ts in turns for t in ts)
+                kept = 0
             else:
                 groups = pack_groups(
                     turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups
                 )
+                keep_layer_inputs(groups, policy)
                 if groups and cfg.beta > 0:
                     with model.disable_adapter():
-                        _fill(model, groups, "ref", d, None)
+                        _fill(scorer, groups, "ref")
                 grpo_backward(scorer, d, tok, groups, epsilon=cfg.epsilon, beta=cfg.beta)
                 tokens = sum(len(g.row.ids) for g in groups)
+                kept = sum(g.inputs is not None for g in groups)
             seconds[loop]["loss"] += time.perf_counter() - t0
             loop_model.zero_grad(set_to_none=True)
 
@@ -165,6 +181,7 @@ def main() -> int:
             )
             c["rollouts"] += len(rs)
             c["loss_tokens"] += tokens
+            c["from_kept_inputs"] += kept
             c["reward"] += sum(totals)
             formats[loop] += sum(REWARDS["format"](r) for r in rs)
             print(
@@ -182,6 +199,9 @@ def main() -> int:
             "loss_seconds_per_step": round(seconds[loop]["loss"] / args.steps, 1),
             "groups_with_signal": f"{counts[loop]['signal']}/{counts[loop]['queries']}",
             "tokens_through_the_loss": counts[loop]["loss_tokens"],
+            # Groups whose loss pass started at the lowest trained layer, from the inputs the
+            # rollouts' decoding kept (the rest ran every layer).
+            "groups_from_kept_inputs": "{from_kept_inputs}/{signal}".format(**counts[loop]),
             # The same policy either way: these differ by sampling noise only.
             "mean_reward": round(counts[loop]["reward"] / counts[loop]["rollouts"], 3),
             "format_rate": round(formats[loop] / counts[loop]["rollouts"], 3),

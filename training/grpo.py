@@ -28,8 +28,11 @@ out of the loss with ``skip_equal_groups`` (DAPO's filter); its share is the
 The reference is the policy GRPO starts from: the SFT adapter is merged into the base weights
 and GRPO trains a fresh LoRA adapter, so the reference is the same model with the adapter
 disabled (no second copy). With ``beta = 0`` no reference pass runs. ``lora_layers`` puts the
-fresh adapter on the top layers only, so the backward pass stops at the lowest of them. The
-shipped adapter joins both into one (:func:`mrrec_train.lora.concat_adapters`).
+fresh adapter on the top layers only, so the backward pass stops at the lowest of them, and the
+loss's forward pass starts there too: the layers below are frozen, and the token tree that
+decoded the rollouts kept each token's input to the lowest trained layer
+(:meth:`mrrec_train.sampler.TokenTree.layer_inputs`). The shipped adapter joins both into one
+(:func:`mrrec_train.lora.concat_adapters`).
 
 Why not TRL's GRPOTrainer. Its generation and multi-turn machinery own the conversation: tools
 are functions it calls from tool calls parsed in the chat template's own format, and custom
@@ -60,8 +63,8 @@ import torch
 from mrrec_edge._core import ranking_metrics
 from mrrec_train import data as data_mod
 from mrrec_train.dist import Dist
-from mrrec_train.lora import concat_adapters, save_adapter
-from mrrec_train.packing import PackedRow, PackedScorer, pack, packed_logprobs, rollout_paths
+from mrrec_train.lora import concat_adapters, frozen_layers, save_adapter
+from mrrec_train.packing import PackedRow, PackedScorer, pack, rollout_paths, row_inputs
 from mrrec_train.policy import ScoredTurn, TorchPolicy
 from mrrec_train.recipe import Recipe
 from mrrec_train.rewards import REWARDS, Rollout, check_weights
@@ -108,10 +111,12 @@ def group_advantages(rewards: Sequence[float], group_size: int, *, scale: bool) 
 class Group:
     """One query's rollouts packed in one row (see :mod:`mrrec_train.packing`), the advantage of
     each scored token, and, once computed, the reference's and the sampling policy's
-    log-probabilities of those tokens."""
+    log-probabilities of those tokens. ``inputs``: each row token's input to the lowest trained
+    layer, kept from decoding (see :func:`mrrec_train.packing.packed_logprobs`), or None."""
 
     row: PackedRow
     advantages: list[float]
+    inputs: torch.Tensor | None = None
     ref: torch.Tensor | None = None
     old: torch.Tensor | None = None
 
@@ -146,12 +151,17 @@ def _dummy_group(tokenizer: Any) -> Group:
     return Group(pack(rollout_paths([t], owner=0)), [0.0])
 
 
+def keep_layer_inputs(groups: list[Group], policy: TorchPolicy) -> None:
+    """Gives each group the layer inputs its rollouts' decoding kept, where it kept them."""
+    for g in groups:
+        g.inputs = row_inputs(g.row, policy.layer_inputs)
+
+
 @torch.no_grad()
-def _fill(model: Any, groups: list[Group], attr: str, d: Dist, autocast: Any) -> None:
+def _fill(scorer: PackedScorer, groups: list[Group], attr: str) -> None:
     """Stores each group's scored log-probabilities (no gradient) in ``attr``."""
     for g in groups:
-        logp = packed_logprobs(model, g.row, device=d.device, autocast=autocast)
-        setattr(g, attr, logp.detach().cpu())
+        setattr(g, attr, scorer(g.row, g.inputs).detach().cpu())
 
 
 def policy_loss(
@@ -202,7 +212,7 @@ def grpo_backward(
 
     def loss_of(i: int) -> torch.Tensor:
         g = batches[i]
-        logp = trained(g.row)
+        logp = trained(g.row, g.inputs)
         adv = torch.tensor(g.advantages, device=logp.device)
         old = g.old.to(logp.device) if g.old is not None else logp.detach()
         ref = g.ref.to(logp.device) if beta > 0 and g.ref is not None else None
@@ -277,6 +287,7 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
     start_from = init_adapter(recipe)
     tokenizer, model = load_policy(recipe, d, merge=start_from, lora_layers=cfg.lora_layers)
     autocast = autocast_dtype(recipe, d.device)
+    frozen = frozen_layers(model)
     policy = TorchPolicy(
         model,
         tokenizer,
@@ -284,11 +295,13 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         autocast=autocast,
         max_batch=recipe.rollout.max_batch,
         engine=recipe.rollout.engine,
+        keep_inputs_of=frozen,
     )
     config = assistant_config(recipe.rollout)
     cuts = catalog_cutoffs(ws, hi=recipe.rewards.ndcg_hi, lo=recipe.rewards.ndcg_lo)
     weights = recipe.rewards.weights
-    trained = wrap(PackedScorer(model, device=d.device, autocast=autocast), d)
+    scorer = PackedScorer(model, device=d.device, autocast=autocast, start_layer=frozen)
+    trained = wrap(scorer, d)
     optimizer, scheduler = optimizer_for(
         model, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps
     )
@@ -306,13 +319,14 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         advantages = group_advantages(totals, cfg.group_size, scale=cfg.scale_rewards)
         turns = [[ScoredTurn(*policy.turn_ids(p, c)) for p, c in r.turns] for r in rs]
         groups = pack_groups(turns, advantages, cfg.group_size, skip_equal=cfg.skip_equal_groups)
+        keep_layer_inputs(groups, policy)
         t_rollout = time.perf_counter() - t0
 
         if cfg.beta > 0 and groups:
             with model.disable_adapter():
-                _fill(model, groups, "ref", d, autocast)
+                _fill(scorer, groups, "ref")
         if cfg.ppo_epochs > 1:
-            _fill(model, groups, "old", d, autocast)
+            _fill(scorer, groups, "old")
         model.train()
         losses: dict[str, float] = {}
         norm = 0.0

@@ -10,6 +10,7 @@ model (the export merges exactly one): :func:`concat_adapters` joins the two exa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,21 @@ def new_lora(model: Any, settings: LoraSettings, *, last_layers: int = 0) -> Any
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def frozen_layers(model: Any) -> int:
+    """How many decoder layers from the bottom up hold no trained weight: a pass whose inputs to
+    the layer above them are known can start there (0 when a weight below the decoder layers
+    is trained, or none is)."""
+    n = int(model.config.num_hidden_layers)
+    lowest = n
+    for name, weight in model.named_parameters():
+        if weight.requires_grad:
+            found = re.search(r"\.layers\.(\d+)\.", name)
+            if found is None:
+                return 0
+            lowest = min(lowest, int(found.group(1)))
+    return lowest if lowest < n else 0
 
 
 def save_adapter(model: Any, out: Path) -> Path:

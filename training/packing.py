@@ -18,11 +18,16 @@ tokens, where a tail needs the prefix and itself only.)
 
 The shared prefix stops before the first scored token of any path, so every scored token sits
 in exactly one branch and carries that rollout's advantage.
+
+The pass runs the decoder's layers itself (embeddings or given layer inputs, each layer with the
+prefix's keys and values kept for the branches, the final norm), so it can start above layer 0:
+GRPO's adapter covers the top layers, and the token tree that decoded the rollouts kept every
+token's input to the lowest of them (:func:`row_inputs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -109,20 +114,70 @@ def pack(paths: Sequence[Path], *, share: bool = True) -> PackedRow:
     return PackedRow(ids, positions, branch, targets, predictors, owners)
 
 
+def row_inputs(
+    row: PackedRow, inputs_along: Callable[[list[int]], torch.Tensor | None]
+) -> torch.Tensor | None:
+    """The layer inputs of ``row``'s tokens for :func:`packed_logprobs`, from ``inputs_along``
+    (those of one token sequence, or None: see
+    :meth:`mrrec_train.sampler.TokenTree.layer_inputs`); None when a branch has none."""
+    shared = row.branch.count(-1)
+    prefix = row.ids[:shared]
+    tails: dict[int, list[int]] = {}
+    for i in range(shared, len(row.ids)):
+        tails.setdefault(row.branch[i], []).append(row.ids[i])
+    pieces = []
+    for tail in tails.values():  # the row holds the prefix, then each branch's tail in turn
+        got = inputs_along(prefix + tail)
+        if got is None:
+            return None
+        pieces.extend([got[:shared], got[shared:]] if not pieces else [got[shared:]])
+    return torch.cat(pieces)
+
+
+class _SharedPrefixKV:
+    """The cache a packed pass's attention layers write to: the prefix pass stores each
+    layer's keys and values, and the branches' pass puts them before every branch's own
+    (expanded, not copied, so the gradient reaches the prefix from every branch)."""
+
+    def __init__(self) -> None:
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.branches = 0  # 0 while the prefix runs
+
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, **_: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.branches:
+            self.kv[layer_idx] = (key, value)
+            return key, value
+        k, v = self.kv[layer_idx]
+        k, v = (x.expand(self.branches, -1, -1, -1) for x in (k, v))
+        return torch.cat([k, key], dim=2), torch.cat([v, value], dim=2)
+
+
 def packed_logprobs(
     model: torch.nn.Module,
     row: PackedRow,
     *,
     device: torch.device,
     autocast: torch.dtype | None,
+    start_layer: int = 0,
+    inputs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-probability of each of ``row``'s scored tokens, in ``row.targets`` order: the shared
     prefix once, then every branch's tail in one padded batch behind the prefix's keys and
     values.
 
+    With ``inputs`` (``[len(row.ids), hidden]``: the input of decoder layer ``start_layer`` at
+    each row token, kept when the rollouts were decoded, see
+    :meth:`mrrec_train.sampler.TokenTree.layer_inputs`), the pass starts at that layer. Below
+    the lowest trained layer nothing is trained, so the layers there would compute the same
+    states again with no gradient to give.
+
     ``model`` is a Hugging Face causal LM (or a PEFT model around one). The LM head runs only at
     the predicting positions (a 49k-vocabulary logit per prompt token would cost more memory
     than the rest of the pass)."""
+    if (inputs is None) != (start_layer == 0):
+        raise ValueError("a pass starts at layer 0 from the tokens, or above it from its inputs")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = base.get_decoder(), base.get_output_embeddings()
     shared = row.branch.count(-1)  # the prefix is the row's first tokens
@@ -131,41 +186,52 @@ def packed_logprobs(
         tails.setdefault(row.branch[i], []).append(i)
     width = max(len(t) for t in tails.values())
     where: dict[int, int] = {}  # row index -> index into the flattened hidden states
-    ids, positions, keep = [], [], []
+    # Row indices of the branches' batch, ``width`` each; a pad repeats its branch's last
+    # token, never seen by a real token (pads sit after them), never read.
+    index, positions = [], []
     for b, tail in enumerate(tails.values()):
         pad = width - len(tail)
-        ids.append([row.ids[i] for i in tail] + [0] * pad)  # pads: never seen, never read
+        index.append(tail + [tail[-1]] * pad)
         last = row.position_ids[tail[-1]]
         positions.append(
             [row.position_ids[i] for i in tail] + list(range(last + 1, last + 1 + pad))
         )
-        keep.append([1] * (shared + len(tail)) + [0] * pad)
         where.update((i, shared + b * width + j) for j, i in enumerate(tail))
     where.update((i, i) for i in range(shared))
 
     def tensor(x: list) -> torch.Tensor:
         return torch.tensor(x, device=device)
 
-    hidden = []
-    cache = None
-    with autocast_context(device, autocast):
-        if shared:
-            out = decoder(
-                input_ids=tensor([row.ids[:shared]]),
-                position_ids=tensor([row.position_ids[:shared]]),
+    def states_of(rows: torch.Tensor) -> torch.Tensor:
+        if inputs is None:
+            return decoder.embed_tokens(tensor(row.ids)[rows])
+        return inputs.to(device)[rows]
+
+    def run(hidden: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None):
+        rotary = decoder.rotary_emb(hidden, position_ids=position_ids)
+        for layer in decoder.layers[start_layer : decoder.config.num_hidden_layers]:
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=position_ids,
+                position_embeddings=rotary,
+                cache=cache,
                 use_cache=True,
             )
-            hidden.append(out.last_hidden_state[0])
-            cache = out.cache
-            cache.batch_repeat_interleave(len(tails))
-        out = decoder(
-            input_ids=tensor(ids),
-            position_ids=tensor(positions),
-            attention_mask=tensor(keep),
-            cache=cache,
-            use_cache=cache is not None,
-        )
-        hidden.append(out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]))
+        return decoder.norm(hidden)
+
+    hidden = []
+    cache = _SharedPrefixKV()
+    with autocast_context(device, autocast):
+        if shared:
+            prefix = torch.arange(shared, device=device)
+            out = run(states_of(prefix)[None], tensor([row.position_ids[:shared]]), None)
+            hidden.append(out[0])
+        cache.branches = len(tails) if shared else 0
+        # Each branch token sees the whole prefix and its branch up to itself.
+        mask = torch.ones(width, shared + width, dtype=torch.bool, device=device).tril(shared)
+        out = run(states_of(tensor(index)), tensor(positions), mask[None, None])
+        hidden.append(out.reshape(-1, out.shape[-1]))
         states = torch.cat(hidden)[tensor([where[p] for p in row.predictors])]
         logits = head(states)
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -174,15 +240,29 @@ def packed_logprobs(
 
 class PackedScorer(torch.nn.Module):
     """:func:`packed_logprobs` as one module call: DDP must see a training pass as a single
-    forward of the module it wraps, and this pass calls the decoder twice."""
+    forward of the module it wraps, and this pass runs the layers twice. ``start_layer``: where
+    a pass given its inputs starts (see :func:`packed_logprobs`)."""
 
     def __init__(
-        self, model: torch.nn.Module, *, device: torch.device, autocast: torch.dtype | None
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device,
+        autocast: torch.dtype | None,
+        start_layer: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
         self.device = device
         self.autocast = autocast
+        self.start_layer = start_layer
 
-    def forward(self, row: PackedRow) -> torch.Tensor:
-        return packed_logprobs(self.model, row, device=self.device, autocast=self.autocast)
+    def forward(self, row: PackedRow, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        return packed_logprobs(
+            self.model,
+            row,
+            device=self.device,
+            autocast=self.autocast,
+            start_layer=self.start_layer if inputs is not None else 0,
+            inputs=inputs,
+        )

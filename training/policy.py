@@ -125,7 +125,9 @@ class TorchPolicy:
     """The assistant's ``TurnModel`` over a torch causal LM (a PEFT model while training).
 
     :attr:`generated` maps ``(prompt, completion text)`` to the token ids actually sampled, so
-    the loss scores exactly those tokens, not a re-tokenisation of the text.
+    the loss scores exactly those tokens, not a re-tokenisation of the text. With
+    ``keep_inputs_of`` (the lowest trained layer), the token tree keeps each token's input to
+    that layer, so the loss need not run the frozen layers below it again (:meth:`layer_inputs`).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class TorchPolicy:
         autocast: torch.dtype | None = None,
         max_batch: int = 64,
         engine: str = "tree",
+        keep_inputs_of: int = 0,
     ) -> None:
         if engine not in ENGINES:
             raise ValueError(f"unknown decoding engine {engine!r} (known: {', '.join(ENGINES)})")
@@ -152,6 +155,7 @@ class TorchPolicy:
         self.seed = 0
         self._batches = 0
         self._tree: Any = None
+        self.keep_inputs_of = keep_inputs_of
 
     # -- the TurnModel interface ---------------------------------------------------------
 
@@ -223,7 +227,12 @@ class TorchPolicy:
             from mrrec_train.sampler import TokenTree  # (it imports this module)
 
             if self._tree is None:
-                self._tree = TokenTree(_merged(self.model), self.device, self.autocast)
+                self._tree = TokenTree(
+                    _merged(self.model),
+                    self.device,
+                    self.autocast,
+                    keep_inputs_of=self.keep_inputs_of,
+                )
             completions = self._tree.generate(
                 encoded,
                 max_new_tokens=max_new_tokens,
@@ -270,6 +279,11 @@ class TorchPolicy:
                 completion = row[: end + 1]
             results.append(Generated(text, prompt_ids, completion))
         return results
+
+    def layer_inputs(self, ids: Sequence[int]) -> torch.Tensor | None:
+        """The inputs of decoder layer ``keep_inputs_of`` along ``ids`` kept by this step's
+        token tree (:meth:`mrrec_train.sampler.TokenTree.layer_inputs`), or None."""
+        return self._tree.layer_inputs(ids) if self._tree is not None else None
 
     def turn_ids(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """Token ids of a turn: those sampled when this policy wrote it, else the text's own."""

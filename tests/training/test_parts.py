@@ -108,14 +108,16 @@ def test_turn_logprobs_match_unpadded_forward_passes() -> None:
 
 
 def test_a_fresh_adapter_on_the_last_layers_trains_those_layers_only() -> None:
-    from mrrec_train.lora import new_lora
+    from mrrec_train.lora import frozen_layers, new_lora
     from mrrec_train.recipe import LoraSettings
 
     model = new_lora(tiny_llama(), LoraSettings(r=2, alpha=4), last_layers=1)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all(".layers.1." in n for n in trained)
+    assert frozen_layers(model) == 1
     everywhere = new_lora(tiny_llama(), LoraSettings(r=2, alpha=4))
     assert any(".layers.0." in n for n, p in everywhere.named_parameters() if p.requires_grad)
+    assert frozen_layers(everywhere) == 0
     with pytest.raises(ValueError, match="the model has 2 decoder layers"):
         new_lora(tiny_llama(), LoraSettings(), last_layers=3)
 
@@ -189,8 +191,8 @@ def test_grpo_gradient_is_the_policy_gradient_on_policy() -> None:
     advantages = [1.0, -0.5]
     groups = pack_groups(rollouts, advantages, 2, skip_equal=True)
     assert len(groups) == 1 and groups[0].tokens == 8
-    _fill(model, groups, "ref", d, None)
     scorer = PackedScorer(model, device=d.device, autocast=None)
+    _fill(scorer, groups, "ref")
     grpo_backward(scorer, d, tok, groups, epsilon=0.2, beta=0.1)
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()

@@ -72,6 +72,31 @@ def test_rows_below_different_prompts_attend_over_their_own_branch() -> None:
         assert torch.allclose(logits, _alone(model, ids), atol=1e-5)
 
 
+def test_prompts_that_start_alike_are_split_into_groups_of_their_own() -> None:
+    """Two long prompts that share their first token after the system prompt, and a third:
+    the first split puts the two together, and splitting them again cuts the work, so each
+    prompt's rows attend over its own nodes."""
+    model = tiny_llama()
+    tree = TokenTree(tiny_llama(), CPU)
+    system = tree.append(-1, [3, 4, 5])
+    tree.forward([system])
+    prompts = [[10, *range(20, 40)], [10, *range(40, 60)], [11, *range(60, 80)]]
+    chains = [tree.append(system.last, p) for p in prompts]
+    tree.forward(chains)
+    rows = [tree.append(c.last, [90 + i]) for i, c in enumerate(chains) for _ in range(2)]
+    groups = []
+    grouping = tree._groups
+    tree._groups = lambda chains, visible: groups.append(grouping(chains, visible)) or groups[-1]
+    got = tree.forward(rows)
+    (found,) = groups
+    assert sorted(r.tolist() for r, _, _ in found) == [[0, 1], [2, 3], [4, 5]]
+    for _, columns, _ in found:  # the system prompt, its prompt, its rows
+        assert len(columns) == 3 + len(prompts[0]) + 2
+    for i, logits in enumerate(got):
+        ids = [3, 4, 5, *prompts[i // 2], 90 + i // 2]
+        assert torch.allclose(logits, _alone(model, ids), atol=1e-5)
+
+
 class _Tokens:
     """Decodes ids as letters (id 1 is the end token, 2 stands for '>')."""
 
@@ -149,3 +174,62 @@ def test_rollouts_decode_a_merged_copy_with_the_adapters_logits() -> None:
     assert torch.allclose(_alone(merged, ids), expected, atol=1e-5)
     with policy.disable_adapter():  # the adapter changes the logits: the test can fail
         assert not torch.allclose(_alone(policy, ids), expected, atol=1e-3)
+
+
+def test_sampling_draws_the_softmax_distribution() -> None:
+    """20,000 rows of one distribution (with a token of probability 0): each token's share
+    within 0.015 of its probability, and the impossible one never drawn."""
+    from mrrec_train.sampler import _sample
+
+    logits = torch.tensor([2.0, 0.5, float("-inf"), 1.0, -1.0])
+    temperature = 0.7
+    expected = torch.softmax(logits / temperature, dim=-1)
+    drawn = _sample(logits.repeat(20_000, 1), temperature, torch.Generator().manual_seed(0))
+    shares = torch.bincount(torch.tensor(drawn), minlength=5).float() / len(drawn)
+    assert shares[2] == 0
+    assert torch.allclose(shares, expected, atol=0.015)
+    assert _sample(logits[None], 0.0, torch.Generator()) == [0]
+
+
+def test_the_cache_keeps_every_node_as_it_grows() -> None:
+    """Passes past the cache's first room (256 nodes): every row still gets its own logits."""
+    model = tiny_llama()
+    tree = TokenTree(tiny_llama(), CPU)
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 97, (100,), generator=generator).tolist() for _ in range(3)]
+    for ids in prompts:
+        got = tree.forward([tree.append(-1, ids)])
+        assert torch.allclose(got[0], _alone(model, ids), atol=1e-5)
+    assert len(tree) == 300 and tree.cache.filled[0] == 300
+
+
+def test_many_rows_below_many_prompts_each_get_their_own_logits() -> None:
+    """Prompts in families that start alike, rows below each that sample the same token or
+    not, several decode passes (so many a split is tried and dropped): every row's logits at
+    every pass are those of its own sequence alone."""
+    model = tiny_llama()
+    tree = TokenTree(tiny_llama(), CPU)
+    generator = torch.Generator().manual_seed(1)
+
+    def draw(n: int, low: int = 20) -> list[int]:
+        return [int(t) for t in torch.randint(low, 97, (n,), generator=generator)]
+
+    system = tree.append(-1, [3, 4, 5])
+    tree.forward([system])
+    sequences, chains = [], []
+    for family in range(4):
+        for member in range(3):
+            ids = [10 + family, *draw(4 + 5 * member)]
+            chains.append(tree.append(system.last, ids))
+            sequences.append([3, 4, 5, *ids])
+    tree.forward(chains)
+    rows = [(seq, c.last) for seq, c in zip(sequences, chains, strict=True) for _ in range(4)]
+    for _ in range(4):
+        new = []
+        for i, (seq, leaf) in enumerate(rows):
+            (token,) = draw(1, low=90)  # few choices: rows below one prompt often agree
+            new.append(tree.append(leaf, [token]))
+            rows[i] = ([*seq, token], new[-1].last)
+        got = tree.forward(new)
+        for logits, (seq, _) in zip(got, rows, strict=True):
+            assert torch.allclose(logits, _alone(model, seq), atol=1e-5)
