@@ -347,6 +347,8 @@ def train(recipe: Recipe, d: Dist) -> dict[str, Any] | None:
         local["completion_tokens"] = completions / len(rs)
         local["scored_tokens"] = sum(g.tokens for g in groups) / len(rs)
         local["packed_tokens"] = sum(len(g.row.ids) for g in groups) / len(rs)
+        # Groups whose loss pass started at the lowest trained layer (the rest ran every layer).
+        local["kept_inputs_rate"] = sum(g.inputs is not None for g in groups) / max(1, len(groups))
         local.update(seconds_rollout=t_rollout, seconds_train=seconds - t_rollout, seconds=seconds)
         metrics = d.mean(local)
         metrics.update(
