@@ -196,6 +196,8 @@ class TorchPolicy:
         self.seed = seed
         self._batches = 0
         self.generated.clear()
+        if self._tree is not None:
+            self._tree.close()
         self._tree = None
 
     def _generate_batch(self, requests: list[Request]) -> list[Generated]:

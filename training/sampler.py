@@ -180,9 +180,17 @@ class TokenTree:
         self._below: dict[tuple[int, int], list[int]] = {}  # every node below, per token
         self._forwarded = 0  # nodes already in the cache
         self._inputs: list[torch.Tensor] = []  # per pass, [new nodes, hidden]
+        self._hook = None
         if keep_inputs_of:
             layer = model.get_decoder().layers[keep_inputs_of]
-            layer.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+            self._hook = layer.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+
+    def close(self) -> None:
+        """Stops keeping layer inputs (the model may outlive the tree: one with no adapter to
+        merge is decoded as is)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
     def _keep_inputs(self, _layer: Any, args: tuple, kwargs: dict) -> None:
         hidden = args[0] if args else kwargs["hidden_states"]

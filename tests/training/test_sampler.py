@@ -233,3 +233,16 @@ def test_many_rows_below_many_prompts_each_get_their_own_logits() -> None:
         got = tree.forward(new)
         for logits, (seq, _) in zip(got, rows, strict=True):
             assert torch.allclose(logits, _alone(model, seq), atol=1e-5)
+
+
+def test_a_closed_tree_stops_keeping_layer_inputs() -> None:
+    """A model with no adapter is decoded as is, so it outlives the step's tree: closing the
+    tree removes its hook from the model."""
+    model = tiny_llama()
+    tree = TokenTree(model, CPU, keep_inputs_of=1)
+    tree.forward([tree.append(-1, [5, 6, 7])])
+    assert tree.layer_inputs([5, 6, 7]).shape == (3, 32)
+    tree.close()
+    kept = len(tree._inputs)
+    model(torch.tensor([[5, 6]]))
+    assert len(tree._inputs) == kept
