@@ -75,6 +75,19 @@ class PackedRow:
     predictors: list[int]
     owners: list[int]
 
+    @property
+    def shared(self) -> int:
+        """Length of the shared prefix (the row's first tokens)."""
+        return self.branch.count(-1)
+
+    def tails(self) -> list[list[int]]:
+        """Each branch's row indices after the prefix, in order (the row holds the prefix,
+        then each branch's tail in turn)."""
+        out: dict[int, list[int]] = {}
+        for i in range(self.shared, len(self.ids)):
+            out.setdefault(self.branch[i], []).append(i)
+        return list(out.values())
+
 
 def _common_prefix(paths: Sequence[Path]) -> int:
     first = paths[0].ids
@@ -120,14 +133,11 @@ def row_inputs(
     """The layer inputs of ``row``'s tokens for :func:`packed_logprobs`, from ``inputs_along``
     (those of one token sequence, or None: see
     :meth:`mrrec_train.sampler.TokenTree.layer_inputs`); None when a branch has none."""
-    shared = row.branch.count(-1)
+    shared = row.shared
     prefix = row.ids[:shared]
-    tails: dict[int, list[int]] = {}
-    for i in range(shared, len(row.ids)):
-        tails.setdefault(row.branch[i], []).append(row.ids[i])
     pieces = []
-    for tail in tails.values():  # the row holds the prefix, then each branch's tail in turn
-        got = inputs_along(prefix + tail)
+    for tail in row.tails():
+        got = inputs_along(prefix + [row.ids[i] for i in tail])
         if got is None:
             return None
         pieces.extend([got[:shared], got[shared:]] if not pieces else [got[shared:]])
@@ -178,18 +188,18 @@ def packed_logprobs(
     than the rest of the pass)."""
     if (inputs is None) != (start_layer == 0):
         raise ValueError("a pass starts at layer 0 from the tokens, or above it from its inputs")
+    if inputs is not None:
+        inputs = inputs.to(device)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, head = base.get_decoder(), base.get_output_embeddings()
-    shared = row.branch.count(-1)  # the prefix is the row's first tokens
-    tails: dict[int, list[int]] = {}  # branch -> its row indices, in order
-    for i in range(shared, len(row.ids)):
-        tails.setdefault(row.branch[i], []).append(i)
-    width = max(len(t) for t in tails.values())
+    shared = row.shared
+    tails = row.tails()
+    width = max(len(t) for t in tails)
     where: dict[int, int] = {}  # row index -> index into the flattened hidden states
     # Row indices of the branches' batch, ``width`` each; a pad repeats its branch's last
     # token, never seen by a real token (pads sit after them), never read.
     index, positions = [], []
-    for b, tail in enumerate(tails.values()):
+    for b, tail in enumerate(tails):
         pad = width - len(tail)
         index.append(tail + [tail[-1]] * pad)
         last = row.position_ids[tail[-1]]
@@ -205,7 +215,7 @@ def packed_logprobs(
     def states_of(rows: torch.Tensor) -> torch.Tensor:
         if inputs is None:
             return decoder.embed_tokens(tensor(row.ids)[rows])
-        return inputs.to(device)[rows]
+        return inputs[rows]
 
     def run(hidden: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None):
         rotary = decoder.rotary_emb(hidden, position_ids=position_ids)
