@@ -201,10 +201,11 @@ def test_the_answer_streams_then_shows_ten_cards(session: Session) -> None:
     assert session.errors == []
     assert session.answer_status == "done"
     # The text on screen changed many times while tokens arrived, not once at the end: the
-    # widget counts its updates, and the screen, sampled every 50 ms, showed at least two
-    # states before the final one (how many samples fit in the stream is the machine's).
+    # widget counts its updates. How many of them a 50 ms sample of the screen catches is the
+    # machine's (a fast one streamed the whole answer while the enter key was processed), so
+    # the samples only have to end on the final text.
     assert session.stream_updates > 5
-    assert len(session.streamed_texts) >= 3
+    assert session.streamed_texts and "Looking for" in session.streamed_texts[-1]
     assert len(session.card_titles) == 10
     assert all(t.strip() for t in session.card_titles)
     assert session.card_titles[0].lstrip().startswith("1.")
