@@ -87,21 +87,32 @@ async def _run(home: Path) -> Session:
         }
         # -- ask, and watch it stream
         await pilot.click("#prompt")
-        await pilot.press(*QUERY, "enter")
-        await wait_for(pilot, lambda: app.screen.query(AssistantMessage), what="the answer")
-        view = app.screen.query_one(AssistantMessage)
+        await pilot.press(*QUERY)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 300
-        while view.answer.status == "streaming" or app.state != "ready":
-            assert loop.time() < deadline, "the answer took over 5 minutes"
-            shown = _text(view.query_one(".thinking")) + _text(view.query_one(".answer-text"))
-            if not seen.streamed_texts or seen.streamed_texts[-1] != shown:
-                seen.streamed_texts.append(shown)
-            if seen.saved_mid_stream is None and view.answer.tokens > 40:
-                conversation = store.list_conversations("1")[0]["id"]
-                saved = store.conversation_messages(conversation)[-1]
-                seen.saved_mid_stream = {"tokens": view.answer.tokens, **saved}
-            await pilot.pause(0.05)
+
+        async def watch() -> AssistantMessage:
+            # Started before the enter key: pressing it waits for the app to settle, and a fast
+            # machine streams the whole answer in that wait.
+            deadline = loop.time() + 300
+            while not app.screen.query(AssistantMessage):
+                assert loop.time() < deadline, "no answer after 5 minutes"
+                await asyncio.sleep(0.005)
+            view = app.screen.query_one(AssistantMessage)
+            while view.answer.status == "streaming" or app.state != "ready":
+                assert loop.time() < deadline, "the answer took over 5 minutes"
+                shown = _text(view.query_one(".thinking")) + _text(view.query_one(".answer-text"))
+                if not seen.streamed_texts or seen.streamed_texts[-1] != shown:
+                    seen.streamed_texts.append(shown)
+                if seen.saved_mid_stream is None and view.answer.tokens > 40:
+                    conversation = store.list_conversations("1")[0]["id"]
+                    saved = store.conversation_messages(conversation)[-1]
+                    seen.saved_mid_stream = {"tokens": view.answer.tokens, **saved}
+                await asyncio.sleep(0.05)
+            return view
+
+        watcher = asyncio.create_task(watch())
+        await pilot.press("enter")
+        view = await watcher
         await pilot.pause()
         seen.stream_updates = view.stream_updates
         seen.answer_status = view.answer.status
@@ -201,11 +212,10 @@ def test_the_answer_streams_then_shows_ten_cards(session: Session) -> None:
     assert session.errors == []
     assert session.answer_status == "done"
     # The text on screen changed many times while tokens arrived, not once at the end: the
-    # widget counts its updates. How many of them a 50 ms sample of the screen catches is the
-    # machine's (a fast one streamed the whole answer while the enter key was processed), so
-    # the samples only have to end on the final text.
+    # widget counts its updates, and the screen, sampled every 50 ms, showed at least two
+    # states before the final one (how many samples fit in the stream is the machine's).
     assert session.stream_updates > 5
-    assert session.streamed_texts and "Looking for" in session.streamed_texts[-1]
+    assert len(session.streamed_texts) >= 3
     assert len(session.card_titles) == 10
     assert all(t.strip() for t in session.card_titles)
     assert session.card_titles[0].lstrip().startswith("1.")
